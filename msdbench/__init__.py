@@ -1,0 +1,3 @@
+"""msdbench: what microservice isolation and placement cost, measured reproducibly."""
+
+__version__ = "0.1.0"

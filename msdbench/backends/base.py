@@ -1,0 +1,155 @@
+"""What every backend shares: bring a manifest up through the domains' control services, and
+always take it down again.
+
+A backend only knows how to start one domain (a process, a container, ...) and learn its control
+address, how to tell whether it still lives, and how to stop it. The two-phase bring-up, the
+driver call and the teardown order live here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from msdbench import idl
+from msdbench.manifest import Manifest
+from msdbench.transports.thrift_tcp import ThriftClient, split_address
+
+CONTROL_TIMEOUT_S = 30.0
+
+
+class BackendError(RuntimeError):
+    """A domain failed to start, died, or misbehaved; the message says which and why."""
+
+
+@dataclass
+class DomainHandle:
+    name: str
+    control_address: str
+    native: object                     # the backend's own handle (Popen, Container, ...)
+    hello: dict = field(default_factory=dict)
+    control: ThriftClient | None = None
+
+
+class Backend:
+    name = "abstract"
+
+    # -- what a backend provides -------------------------------------------------------------
+    def prepare(self, manifest: Manifest) -> None:
+        """Before any domain starts (e.g. write the manifest where domains can read it)."""
+
+    def start_domain(self, manifest: Manifest, domain: str) -> DomainHandle:
+        raise NotImplementedError
+
+    def exit_status(self, handle: DomainHandle) -> str | None:
+        """None while the domain lives; else how it ended (e.g. "exit code 1", "signal 9")."""
+        raise NotImplementedError
+
+    def log_tail(self, handle: DomainHandle, lines: int = 20) -> str:
+        raise NotImplementedError
+
+    def stop_domain(self, handle: DomainHandle) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What this backend adds to a cell's metadata (e.g. the image id)."""
+        return {"backend": self.name}
+
+    # -- shared ------------------------------------------------------------------------------
+    def up(self, manifest: Manifest) -> "Deployment":
+        dep = Deployment(self, manifest)
+        try:
+            self.prepare(manifest)
+            for d in manifest.domains:
+                dep.handles[d.name] = self.start_domain(manifest, d.name)
+            for h in dep.handles.values():
+                host, port = split_address(h.control_address)
+                h.control = ThriftClient(idl.load("control").Control, host, port,
+                                         timeout=CONTROL_TIMEOUT_S)
+                h.hello = json.loads(dep.call(h, "hello"))
+            endpoints = {svc: addrs for h in dep.handles.values()
+                         for svc, addrs in h.hello["services"].items()}
+            for e in manifest.edges:
+                if e.transport != "direct":
+                    e.address = endpoints[e.callee][e.transport]
+            for h in dep.handles.values():
+                dep.call(h, "connect", json.dumps(endpoints))
+        except BaseException:
+            dep.down()
+            raise
+        return dep
+
+
+class Deployment:
+    """A manifest brought up; a context manager whose exit always tears everything down."""
+
+    def __init__(self, backend: Backend, manifest: Manifest):
+        self.backend = backend
+        self.manifest = manifest
+        self.handles: dict[str, DomainHandle] = {}
+        self.started_ns = time.time_ns()
+
+    def __enter__(self) -> "Deployment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def call(self, h: DomainHandle, method: str, *args, timeout: float | None = None):
+        """A control call that turns a dead or failing domain into a BackendError that names it."""
+        if timeout is not None:
+            h.control.sock.settimeout(timeout)
+        try:
+            return getattr(h.control, method)(*args)
+        except idl.load("control").ControlError as e:
+            raise BackendError(f"domain {h.name!r}: {method} failed: {e.why}") from None
+        except Exception as e:
+            status = self.backend.exit_status(h)
+            why = f"it ended ({status})" if status else f"{type(e).__name__}: {e}"
+            raise BackendError(f"domain {h.name!r}: {method}: {why}\n"
+                               f"--- last lines of its log ---\n{self.backend.log_tail(h)}") from None
+        finally:
+            if timeout is not None:
+                h.control.sock.settimeout(CONTROL_TIMEOUT_S)
+
+    def client_handle(self) -> DomainHandle:
+        return self.handles[self.manifest.client_domain().name]
+
+    def run_driver(self, spec: dict) -> dict:
+        deadline = spec.get("deadline_s")
+        timeout = deadline + 30 if deadline else None
+        return json.loads(self.call(self.client_handle(), "run_driver", json.dumps(spec),
+                                    timeout=timeout))
+
+    def handle_of(self, service: str) -> DomainHandle:
+        return self.handles[self.manifest.service(service).domain]
+
+    def counters(self, service: str) -> dict:
+        return json.loads(self.call(self.handle_of(service), "counters", service))
+
+    def set_fault(self, service: str, fault: str, count: int = 1) -> None:
+        self.call(self.handle_of(service), "set_fault", service, fault, count)
+
+    def stats(self) -> dict:
+        return {name: json.loads(self.call(h, "stats")) for name, h in self.handles.items()}
+
+    def placement(self) -> dict:
+        """Where each domain really ran: the affinity it reported after pinning."""
+        return {name: {"pid": h.hello.get("pid"), "affinity": h.hello.get("affinity")}
+                for name, h in self.handles.items()}
+
+    def down(self) -> None:
+        for h in list(self.handles.values()):
+            if h.control is not None:
+                try:
+                    h.control.shutdown()
+                except Exception:
+                    pass
+                h.control.close()
+        for h in list(self.handles.values()):
+            try:
+                self.backend.stop_domain(h)
+            except Exception:
+                pass
+        self.handles.clear()

@@ -1,0 +1,105 @@
+"""The embedded default: each isolation domain is an OS process on this machine."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from msdbench.backends.base import Backend, BackendError, DomainHandle
+from msdbench.domain import CONTROL_LINE
+from msdbench.manifest import Manifest
+
+START_TIMEOUT_S = 30.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the harness dies, even by SIGKILL, the kernel ends the domain
+    too, so no service outlives the cell that started it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, workdir: str | Path | None = None):
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="msdbench-")
+            workdir = self._tmp.name
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def prepare(self, manifest: Manifest) -> None:
+        manifest.save(self.workdir / "manifest.yaml")
+
+    def start_domain(self, manifest: Manifest, domain: str) -> DomainHandle:
+        mpath = self.workdir / "manifest.yaml"
+        log_path = self.workdir / f"domain-{domain}.log"
+        log = open(log_path, "wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "msdbench.domain", "--manifest", str(mpath), "--domain", domain],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=_die_with_parent, start_new_session=True)
+        log.close()
+        handle = DomainHandle(domain, "", proc)
+        handle.log_path = log_path
+        handle.control_address = self._read_control_line(handle)
+        return handle
+
+    def _read_control_line(self, h: DomainHandle) -> str:
+        proc: subprocess.Popen = h.native
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                line = proc.stdout.readline().decode(errors="replace").strip()
+                if line.startswith(CONTROL_LINE):
+                    return line.split()[1]
+                if not line and proc.poll() is not None:
+                    break
+            elif proc.poll() is not None:
+                break
+        status = self.exit_status(h) or f"no control line within {START_TIMEOUT_S:.0f} s"
+        self.stop_domain(h)
+        raise BackendError(f"domain {h.name!r} did not start: {status}\n"
+                           f"--- last lines of its log ---\n{self.log_tail(h)}")
+
+    def exit_status(self, h: DomainHandle) -> str | None:
+        rc = h.native.poll()
+        if rc is None:
+            return None
+        return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+
+    def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
+        try:
+            return "\n".join(Path(h.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop_domain(self, h: DomainHandle) -> None:
+        proc: subprocess.Popen = h.native
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=2)          # after the control service's shutdown
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -1,0 +1,81 @@
+"""One cell, start to finish: bring the manifest up, run the client driver, check, record.
+
+Writes two files: the raw samples (Parquet, a row per call) and the metadata (JSON). Both are
+written atomically and only after the measurement succeeded, so a failed or interrupted cell
+leaves nothing that Snakemake would take as done. A cell that ran but failed its correctness
+check, or was skipped for a stated reason, is recorded as such (never as a good result).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from msdbench.backends import make_backend
+from msdbench.manifest import Manifest
+from msdbench.metadata import config_hash, environment
+from msdbench.results import atomic_write_json, atomic_write_parquet, samples_frame
+
+STATUS_OK, STATUS_FAILED_CHECK, STATUS_SKIPPED = "ok", "failed-check", "skipped"
+
+
+@contextmanager
+def interrupts_unwind():
+    """SIGTERM (what Snakemake and CI send) unwinds like Ctrl-C, so teardown always runs."""
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def driver_spec(m: Manifest) -> dict:
+    s = m.settings
+    spec = {"driver": m.suite, "deadline_s": s.get("deadline_s", 600)}
+    if m.suite == "micro":
+        spec.update(payload=s["payload"], payload_mode=s.get("payload_mode", "binary"),
+                    requests=s.get("requests", 1000), warmup=s.get("warmup", 1000))
+    else:
+        spec.update(workload=s.get("workload", {}))
+    return spec
+
+
+def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
+             backend_options: dict | None = None, workdir: str | Path | None = None) -> dict:
+    """Measure one cell and write its two files; returns the metadata written."""
+    meta = {"cell": {k: getattr(manifest, k) for k in
+                     ("suite", "platform", "backend", "isolation", "deployment")},
+            "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
+            "environment": environment()}
+    backend = make_backend(manifest.backend, workdir, **(backend_options or {}))
+    skip = getattr(backend, "unavailable_reason", lambda: None)()
+    if skip:
+        meta.update(status=STATUS_SKIPPED, reason=skip, manifest=manifest.to_dict())
+        atomic_write_parquet(raw_path, pd.DataFrame({"op": pd.Series(dtype=str)}))
+        atomic_write_json(meta_path, meta)
+        return meta
+    meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    t0 = time.monotonic()
+    with interrupts_unwind(), backend.up(manifest) as dep:
+        meta["bring_up_s"] = round(time.monotonic() - t0, 3)
+        result = dep.run_driver(driver_spec(manifest))
+        meta["placement"] = dep.placement()
+        meta["placement"]["client"] = {"affinity": result.get("client_affinity")}
+        meta["backend_info"] = backend.describe()
+        meta["manifest"] = dep.manifest.to_dict()
+    meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["wall_s"] = round(time.monotonic() - t0, 3)
+    samples = result.pop("samples")
+    meta["driver"] = {k: v for k, v in result.items() if k != "client_affinity"}
+    correct = result.get("correct", True)
+    meta["status"] = STATUS_OK if correct else STATUS_FAILED_CHECK
+    atomic_write_parquet(raw_path, samples_frame(samples))
+    atomic_write_json(meta_path, meta)
+    return meta

@@ -1,0 +1,121 @@
+"""The configuration: validated against the schema, then expanded into the matrix of cells.
+
+Errors name the field, the value and what is allowed, and are raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from msdbench.planning import Cell, PlanError, check_cell, micro_contradiction
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def schema() -> dict:
+    return yaml.safe_load(resources.files("msdbench").joinpath("schemas/config.schema.yaml").read_text())
+
+
+def _where(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def validate(config: dict) -> dict:
+    """Raise ConfigError for the first problems found (all of them, up to a few)."""
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        lines = []
+        for e in errors[:5]:
+            msg = e.message
+            if e.validator == "enum":
+                msg = f"{e.instance!r} is not allowed; allowed values: {e.validator_value}"
+            elif e.validator == "additionalProperties":
+                allowed = sorted(e.schema.get("properties", {}))
+                msg += f"; allowed keys: {allowed}"
+            lines.append(f"config field '{_where(e.path)}': {msg}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    for job in matrix(config):  # semantic checks: every cell must be plannable
+        try:
+            check_cell(job.cell)
+        except PlanError as e:
+            raise ConfigError(f"invalid configuration: {job.suite_key} cell {job.label}: {e}") from None
+    return config
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return validate(config)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the matrix with the settings that shape its numbers."""
+    cell: Cell
+    settings_json: str  # canonical JSON: a Snakemake param, so a changed setting reruns the cell
+
+    @property
+    def suite_key(self) -> str:
+        return self.cell.suite
+
+    @property
+    def stem(self) -> str:
+        c = self.cell
+        base = f"{c.suite}/{c.platform}/{c.backend}/{c.isolation}/d{c.deployment}"
+        return base + (f"/p{c.payload}" if c.suite == "micro" else "")
+
+    @property
+    def label(self) -> str:
+        return self.stem.replace("/", " ")
+
+    @property
+    def settings(self) -> dict:
+        return json.loads(self.settings_json)
+
+
+def suite_settings(config: dict, suite: str) -> dict:
+    common = {"pinning": config["pinning"], "deadline_s": config["deadline_s"]}
+    s = config[suite]
+    if suite == "micro":
+        return common | {k: s[k] for k in ("payload_mode", "requests", "warmup")}
+    return common | {"workers": s["workers"], "workload": s["workload"]}
+
+
+def backend_options(config: dict) -> dict:
+    return {"docker_host": config.get("docker_host")} if config.get("docker_host") else {}
+
+
+def matrix(config: dict) -> list[Job]:
+    """Every cell the config asks for. In the micro suite, isolation and deployment are one
+    choice (see planning.micro_contradiction): pairs that describe no deployment are left out."""
+    jobs = []
+    for suite in ("micro", "beps"):
+        sc = config.get(suite) or {}
+        settings = json.dumps(suite_settings(config, suite), sort_keys=True)
+        payloads = sc.get("payloads", [None]) if suite == "micro" else [None]
+        for platform in config["platforms"]:
+            for backend in config["backends"]:
+                for iso in sc.get("isolations", []):
+                    for dep in sc.get("deployments", []):
+                        if suite == "micro" and micro_contradiction(iso, dep):
+                            continue
+                        for payload in payloads:
+                            jobs.append(Job(Cell(suite, platform, backend, iso, dep, payload), settings))
+    return jobs

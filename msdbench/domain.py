@@ -1,0 +1,198 @@
+"""One isolation domain at run time: `python -m msdbench.domain --manifest M --domain NAME`.
+
+Every backend starts this same program once per domain (as a process, in a container, ...).
+Bring-up has two phases so that no port is fixed in advance:
+  1. bind a listening socket for each service of the domain and for the control service, then
+     print one line `MSDBENCH-CONTROL host:port` on stdout;
+  2. when the harness calls control.connect(endpoints), build the handlers (callees first),
+     connect every outgoing edge, and start serving.
+The client, when it lives in this domain, runs when the harness calls control.run_driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+
+from msdbench import idl
+from msdbench.manifest import Edge, Manifest
+from msdbench.pinning import pin_self
+from msdbench.services import KINDS
+from msdbench.transports import bindings
+from msdbench.transports.thrift_tcp import ThriftServer
+
+CONTROL_LINE = "MSDBENCH-CONTROL"
+
+
+class DomainRuntime:
+    def __init__(self, manifest: Manifest, domain: str, bind_host: str, advertise_host: str,
+                 stop: threading.Event):
+        self.stop = stop
+        self.manifest = manifest
+        self.domain = manifest.domain(domain)
+        self.affinity = pin_self(self.domain.cpus)
+        self.advertise_host = advertise_host
+        self.handlers: dict[str, object] = {}
+        self.endpoints: dict[str, dict[str, str]] = {}
+        self.listeners: dict[str, dict[str, object]] = {}
+        self._stubs: list[object] = []
+        for name in self.domain.services:
+            svc = manifest.service(name)
+            if svc.kind == "client":
+                continue
+            transports = {e.transport for e in manifest.edges if e.callee == name}
+            self.listeners[name] = {
+                t: bindings.listen(t, KINDS[svc.kind], bind_host) for t in transports if t != "direct"
+            }
+
+    def hello(self) -> dict:
+        return {
+            "domain": self.domain.name,
+            "pid": os.getpid(),
+            "affinity": sorted(self.affinity),
+            "services": {
+                name: {t: bindings.advertise(t, lst, self.advertise_host) for t, lst in by_t.items()}
+                for name, by_t in self.listeners.items()
+            },
+        }
+
+    # -- phase two ---------------------------------------------------------------------------
+    def connect(self, endpoints: dict[str, dict[str, str]]) -> None:
+        self.endpoints = endpoints
+        pending = [n for n in self.domain.services if self.manifest.service(n).kind != "client"]
+        # Callees first, so that a `direct` edge finds its callee's handler already built.
+        while pending:
+            ready = [n for n in pending if all(
+                e.callee in self.handlers or e.transport != "direct"
+                for e in self.manifest.edges_from(n))]
+            if not ready:
+                raise RuntimeError(f"cyclic direct edges among {pending}")
+            for name in ready:
+                self.handlers[name] = self._build(name)
+                pending.remove(name)
+        for name, by_t in self.listeners.items():
+            for lst in by_t.values():
+                lst.start(self.handlers[name])
+
+    def _build(self, name: str):
+        kind = KINDS[self.manifest.service(name).kind]
+        args = {}
+        for arg, callee_kind in kind.deps.items():
+            stubs = [self.bind(e) for e in self.manifest.edges_from(name)
+                     if self.manifest.service(e.callee).kind == callee_kind]
+            args[arg] = stubs if arg.endswith("s") else stubs[0]
+        return kind.handler_class()(**args)
+
+    def bind(self, edge: Edge, timeout: float | None = None):
+        """A stub for one edge: an object with the callee's IDL methods."""
+        callee_kind = KINDS[self.manifest.service(edge.callee).kind]
+        if edge.transport == "direct":
+            return self.handlers[edge.callee]
+        address = self.endpoints[edge.callee][edge.transport]
+        stub = bindings.connect(edge.transport, callee_kind, address, timeout=timeout)
+        self._stubs.append(stub)
+        return stub
+
+    def run_driver(self, spec: dict) -> dict:
+        from msdbench.drivers import run_driver
+
+        client = self.manifest.client
+        if self.manifest.service(client).domain != self.domain.name:
+            raise RuntimeError(f"the client does not live in domain {self.domain.name!r}")
+        (edge,) = self.manifest.edges_from(client)
+        result = run_driver(spec, lambda: self.bind(edge))
+        result["client_affinity"] = sorted(os.sched_getaffinity(0))
+        return result
+
+    def close(self) -> None:
+        for by_t in self.listeners.values():
+            for lst in by_t.values():
+                lst.close()
+        for stub in self._stubs:
+            try:
+                stub.close()
+            except Exception:
+                pass
+
+
+class ControlHandler:
+    """The harness's way into a domain (msdbench/idl/control.thrift)."""
+
+    def __init__(self, rt: DomainRuntime):
+        self.rt = rt
+        self.err = idl.load("control").ControlError
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:
+            traceback.print_exc()
+            raise self.err(why=f"{type(e).__name__}: {e}")
+
+    def hello(self):
+        return json.dumps(self.rt.hello())
+
+    def connect(self, endpoints_json):
+        self._guard(self.rt.connect, json.loads(endpoints_json))
+
+    def run_driver(self, spec_json):
+        return json.dumps(self._guard(self.rt.run_driver, json.loads(spec_json)))
+
+    def _handler(self, target):
+        if target not in self.rt.handlers:
+            raise KeyError(f"no service {target!r} in domain {self.rt.domain.name!r}; "
+                           f"it holds {sorted(self.rt.handlers)}")
+        return self.rt.handlers[target]
+
+    def set_fault(self, target, fault, count):
+        self._guard(lambda: self._handler(target).set_fault(fault, count))
+
+    def counters(self, target):
+        return json.dumps(self._guard(lambda: self._handler(target).counters()))
+
+    def stats(self):
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return json.dumps({"pid": os.getpid(), "user_s": ru.ru_utime, "system_s": ru.ru_stime,
+                           "rss_bytes": rss_pages * os.sysconf("SC_PAGE_SIZE"),
+                           "wall_ns": time.monotonic_ns()})
+
+    def shutdown(self):
+        self.rt.stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m msdbench.domain", description=__doc__.split("\n")[0])
+    ap.add_argument("--manifest", required=True, help="manifest file (YAML or JSON)")
+    ap.add_argument("--domain", required=True, help="which of the manifest's domains this is")
+    ap.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    ap.add_argument("--advertise", default=None, help="host name peers use (default: --bind)")
+    ap.add_argument("--control-port", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    manifest = Manifest.load(args.manifest)
+    rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
+    control = ThriftServer(idl.load("control").Control, args.bind, args.control_port)
+    control.start(ControlHandler(rt))
+    print(f"{CONTROL_LINE} {args.advertise or args.bind}:{control.address[1]}", flush=True)
+    # A timeout keeps the main thread responsive to signals while it waits.
+    while not stop.wait(1.0):
+        pass
+    control.close()
+    rt.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

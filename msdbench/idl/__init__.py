@@ -1,0 +1,17 @@
+"""The wire contracts, loaded once per process from the .thrift files beside this module."""
+
+from functools import cache
+from pathlib import Path
+
+import thriftpy2
+
+IDL_DIR = Path(__file__).resolve().parent
+
+
+@cache
+def load(name: str):
+    """The thriftpy2 module of `<name>.thrift` (e.g. "poll", "beps", "control").
+
+    module_name makes the generated types picklable and keeps one identity per process.
+    """
+    return thriftpy2.load(str(IDL_DIR / f"{name}.thrift"), module_name=f"{name}_thrift")

@@ -1,0 +1,172 @@
+"""Planning: one cell of the matrix -> a manifest. Pure: no processes, no sockets, no files.
+
+The two mappings of the paper: services -> isolation domains (`isolation`) and domains -> hosts
+(`deployment`, where the client sits). The platform decides how each edge travels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from msdbench.manifest import Domain, Edge, Manifest, Service
+
+SUITES = ("micro", "beps")
+PLATFORMS = ("linux", "specialized")
+BACKENDS = ("process", "docker")
+ISOLATIONS = {"micro": ("co-located", "isolated"), "beps": ("co-located", "tiered", "isolated")}
+DEPLOYMENTS = {
+    1: "client inside the entry service's domain",
+    2: "client in its own domain, same host",
+    3: "client in its own VM, same host",
+    4: "client in a VM on another host",
+    5: "client on another host, bare metal",
+}
+SUPPORTED_DEPLOYMENTS = (1, 2)
+PINNINGS = {
+    "same-core": "every domain and the client on CPU 0 (the original's one-vCPU runs)",
+    "split": "the client on CPU 0, every server domain on CPU 1",
+    "none": "not pinned: the scheduler decides (numbers jump between runs)",
+}
+
+
+class PlanError(ValueError):
+    """A cell that cannot be planned; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: str
+    platform: str
+    backend: str
+    isolation: str
+    deployment: int
+    payload: int | None = None  # micro only: request payload (bytes, or i64 elements in list mode)
+
+
+def _choose(field: str, value, allowed) -> None:
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise PlanError(f"{field}: {value!r} is not one of {shown}")
+
+
+def check_cell(cell: Cell) -> None:
+    """Raise PlanError unless the cell can be planned and run by what exists today."""
+    _choose("suite", cell.suite, SUITES)
+    _choose("platform", cell.platform, PLATFORMS)
+    _choose("backend", cell.backend, BACKENDS)
+    _choose(f"isolation (suite {cell.suite})", cell.isolation, ISOLATIONS[cell.suite])
+    _choose("deployment", cell.deployment, tuple(DEPLOYMENTS))
+    if cell.deployment not in SUPPORTED_DEPLOYMENTS:
+        raise PlanError(
+            f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM or a second "
+            f"host, which no backend provides yet; supported deployments: {list(SUPPORTED_DEPLOYMENTS)}")
+    if cell.suite == "micro":
+        if cell.payload is None or cell.payload < 0:
+            raise PlanError(f"payload: {cell.payload!r} must be an integer >= 0 for the micro suite")
+        if micro_contradiction(cell.isolation, cell.deployment):
+            raise PlanError(micro_contradiction(cell.isolation, cell.deployment))
+
+
+def micro_contradiction(isolation: str, deployment: int) -> str | None:
+    """The microbenchmark has one server-side service, so its isolation *is* where the client
+    sits: co-located means the client shares poll's domain (deployment 1) and isolated means it
+    does not (deployment >= 2). The other pairings describe no deployment at all."""
+    if isolation == "co-located" and deployment != 1:
+        return (f"isolation 'co-located' with deployment {deployment}: in the micro suite co-located "
+                "means client and poll share a domain, which is deployment 1")
+    if isolation == "isolated" and deployment == 1:
+        return ("isolation 'isolated' with deployment 1: in the micro suite deployment 1 puts the "
+                "client inside poll's domain, which is co-located")
+    return None
+
+
+def server_services(suite: str, workers: int) -> list[Service]:
+    """The server side's service instances (domain filled in by `_group`)."""
+    if suite == "micro":
+        return [Service("poll", "poll", "")]
+    return ([Service("lb", "lb", "")]
+            + [Service(f"worker{i}", "worker", "") for i in range(workers)]
+            + [Service("userdb", "userdb", ""), Service("payloaddb", "payloaddb", ""),
+               Service("reader", "reader", "")])
+
+
+def _group(suite: str, isolation: str, svc: Service) -> str:
+    """Mapping 1: the isolation domain a service belongs to (paper fig 3)."""
+    if isolation == "co-located":
+        return "server"
+    if isolation == "isolated":
+        return svc.name
+    # tiered: LB + workers | user DB + payload DB | read endpoint
+    return {"lb": "front", "worker": "front", "userdb": "data", "payloaddb": "data",
+            "reader": "read"}[svc.kind]
+
+
+def _edges(suite: str, services: list[Service]) -> list[tuple[str, str]]:
+    """Who calls whom: the client calls the entry point; the rest follows the service kinds."""
+    from msdbench.services import KINDS
+
+    entry = "poll" if suite == "micro" else "lb"
+    pairs = [("client", entry)]
+    for s in services:
+        if s.kind not in KINDS:
+            continue
+        for kind in KINDS[s.kind].deps.values():
+            pairs += [(s.name, t.name) for t in services if t.kind == kind]
+    return pairs
+
+
+def _transport(platform: str, caller: Domain, callee: Domain) -> str:
+    """The platform axis: linux sends every call through Thrift over TCP, even inside a domain;
+    specialized picks the cheapest binding the placement allows (as Ambience's lidl does)."""
+    if platform == "linux" or caller.host != callee.host:
+        return "thrift-tcp"
+    return "direct" if caller.name == callee.name else "shm"
+
+
+def _cpus(pinning: str, is_client_only: bool) -> list[int] | None:
+    if pinning == "none":
+        return None
+    if pinning == "same-core":
+        return [0]
+    return [0] if is_client_only else [1]
+
+
+def plan(cell: Cell, settings: dict | None = None) -> Manifest:
+    """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
+    payload_mode, ...); they are copied into the manifest for the driver and the record."""
+    settings = dict(settings or {})
+    check_cell(cell)
+    pinning = settings.get("pinning", "same-core")
+    _choose("pinning", pinning, tuple(PINNINGS))
+    workers = int(settings.get("workers", 5))
+    if cell.suite == "beps" and workers < 1:
+        raise PlanError(f"workers: {workers} must be >= 1")
+
+    services = server_services(cell.suite, workers)
+    order: list[str] = []
+    for s in services:
+        s.domain = _group(cell.suite, cell.isolation, s)
+        if s.domain not in order:
+            order.append(s.domain)
+    entry = services[0]
+    client = Service("client", "client", entry.domain if cell.deployment == 1 else "client")
+    services.append(client)
+    if cell.deployment != 1:
+        order.append("client")
+
+    domains = []
+    for name in order:
+        members = [s.name for s in services if s.domain == name]
+        domains.append(Domain(name, members, "local", _cpus(pinning, members == ["client"])))
+    by_name = {d.name: d for d in domains}
+    by_service = {s.name: by_name[s.domain] for s in services}
+    edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b]))
+             for a, b in _edges(cell.suite, services)]
+
+    settings["pinning"] = pinning
+    if cell.suite == "micro":
+        settings["payload"] = cell.payload
+    else:
+        settings["workers"] = workers
+    return Manifest(cell.suite, cell.platform, cell.isolation, cell.deployment, cell.backend,
+                    domains, services, edges, "client", settings)

@@ -1,0 +1,42 @@
+"""One edge's binding, by transport name: how a callee listens and how a caller reaches it.
+
+The manifest names a transport per edge (planning chose it); this is the one place that maps the
+name to code, so a new transport is one entry here.
+"""
+
+from __future__ import annotations
+
+from msdbench.services import ServiceKind
+from msdbench.transports.thrift_tcp import ThriftClient, ThriftServer, split_address
+
+TRANSPORTS = ("thrift-tcp", "direct", "shm")
+
+
+def listen(transport: str, kind: ServiceKind, host: str):
+    """A listener bound now and started later with `.start(handler)`; `.close()` ends it."""
+    if transport == "thrift-tcp":
+        return ThriftServer(kind.thrift_service(), host, 0)
+    if transport == "shm":
+        from msdbench.transports.shm_thrift import ShmThriftServer
+
+        return ShmThriftServer(kind.thrift_service())
+    raise ValueError(f"transport: {transport!r} has no listener; known: {TRANSPORTS}")
+
+
+def advertise(transport: str, listener, host: str) -> str:
+    """The address a peer uses to reach `listener`."""
+    if transport == "thrift-tcp":
+        return f"{host}:{listener.address[1]}"
+    return listener.address
+
+
+def connect(transport: str, kind: ServiceKind, address: str, timeout: float | None = None):
+    """A stub with the callee's IDL methods and `.close()`."""
+    if transport == "thrift-tcp":
+        host, port = split_address(address)
+        return ThriftClient(kind.thrift_service(), host, port, timeout=timeout)
+    if transport == "shm":
+        from msdbench.transports.shm_thrift import ShmThriftClient
+
+        return ShmThriftClient(kind.thrift_service(), address)
+    raise ValueError(f"transport: {transport!r} cannot be connected to; known: {TRANSPORTS}")

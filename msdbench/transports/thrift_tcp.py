@@ -1,0 +1,182 @@
+"""Thrift RPC over TCP: the `linux` platform's transport for every edge.
+
+thriftpy2's Cython protocol and buffered transport, with two fixes measured on these machines
+(see MACHINE-NOTES): a transport buffer larger than the biggest message (the stock 4 KiB buffer
+splits a >= 4 KiB request into three send() calls), and no socket timeout on the measured path
+(a timeout makes CPython poll() before every recv). Nothing may still hang forever: callers
+bound a whole run with `Deadline`, which shuts the sockets down when it expires.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from thriftpy2.protocol.cybin import TCyBinaryProtocol
+from thriftpy2.thrift import TClient, TProcessor
+from thriftpy2.transport import TTransportException
+from thriftpy2.transport.buffered.cybuffered import TCyBufferedTransport
+
+# Larger than any request of the paper's matrix (8192 x i64 = 64 KiB in list mode), so that one
+# message is one send(): the buffer grows past this when it must, it never splits below it.
+BUF_SIZE = 128 * 1024
+# recv(n) allocates n bytes first; at >= 128 KiB glibc serves that with mmap/munmap on every call
+# (measured: +100 us a round trip), so reads ask for at most this much at a time.
+READ_CHUNK = 32 * 1024
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)
+
+
+class _SocketTransport:
+    """The raw transport under TCyBufferedTransport: a connected socket, nothing more."""
+
+    __slots__ = ("sock", "_recv", "_sendall")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._recv = sock.recv
+        self._sendall = sock.sendall
+
+    def read(self, sz: int) -> bytes:
+        data = self._recv(sz if sz < READ_CHUNK else READ_CHUNK)
+        if not data:
+            raise TTransportException(TTransportException.END_OF_FILE, "peer closed the connection")
+        return data
+
+    def write(self, data: bytes) -> None:
+        self._sendall(data)
+
+    def flush(self) -> None:
+        pass
+
+    def is_open(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _protocol(sock: socket.socket) -> TCyBinaryProtocol:
+    return TCyBinaryProtocol(TCyBufferedTransport(_SocketTransport(sock), buf_size=BUF_SIZE))
+
+
+class ThriftServer:
+    """Thread-per-connection server for one service handler on one listening socket.
+
+    Each connection gets its own thread: a benchmark client holds one persistent connection,
+    and the load balancer one per worker, so the connection count stays small.
+    """
+
+    def __init__(self, thrift_service, host: str = "127.0.0.1", port: int = 0):
+        # Bound and listening from here on; connections wait in the backlog until start(), so
+        # peers may connect before this side's handler exists (two-phase bring-up).
+        self.thrift_service = thrift_service
+        self.processor = None
+        self.listener = socket.create_server((host, port), backlog=128, reuse_port=False)
+        self.address = self.listener.getsockname()[:2]
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, handler) -> "ThriftServer":
+        self.processor = TProcessor(self.thrift_service, handler)
+        threading.Thread(target=self._accept_loop, name=f"accept:{self.address[1]}",
+                         daemon=True).start()
+        return self
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            _tune(conn)
+            with self._lock:
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        prot = _protocol(conn)
+        process = self.processor.process
+        try:
+            while True:
+                process(prot, prot)
+        except (TTransportException, OSError, EOFError):
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+class ThriftClient(TClient):
+    """A TClient over one persistent TCP connection; `sock` is kept so a Deadline can cut it."""
+
+    def __init__(self, thrift_service, host: str, port: int, connect_timeout: float = 10.0,
+                 timeout: float | None = None):
+        raw = socket.create_connection((host, port), timeout=connect_timeout)
+        _tune(raw)
+        raw.settimeout(timeout)  # None on measured paths; the control plane sets one
+        self.sock = raw
+        super().__init__(thrift_service, _protocol(raw))
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Deadline:
+    """Ends a stuck run: after `seconds`, shut down every registered socket (the blocked recv
+    then fails at once) and remember that it fired, so the caller reports a timeout."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._fire) if seconds else None
+        if self._timer:
+            self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        self._socks.append(sock)
+
+    def _fire(self) -> None:
+        self.fired = True
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Deadline":
+        if self._timer:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer:
+            self._timer.cancel()
