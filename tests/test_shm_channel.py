@@ -364,9 +364,9 @@ def test_server_drops_a_client_whose_process_died():
             assert c.call(b"a") == b"b"
 
 
-def test_close_from_another_thread_wakes_a_blocked_call(server):
-    c = ShmClient(server.address)
-    result = in_thread(c.call, CMD + b"sleep 1.5")
+def test_close_from_another_thread_wakes_a_blocked_call(killable):
+    c = ShmClient(killable.address)
+    result = in_thread(c.call, CMD + b"sleep 600")
     time.sleep(0.2)
     c.close()
     box = result()
@@ -375,10 +375,10 @@ def test_close_from_another_thread_wakes_a_blocked_call(server):
         c.call(b"x")
 
 
-def test_shutting_down_the_setup_socket_bounds_a_call(server):
+def test_shutting_down_the_setup_socket_bounds_a_call(killable):
     """What thrift_tcp.Deadline does to a stuck run."""
-    c = ShmClient(server.address)
-    result = in_thread(c.call, CMD + b"sleep 1.5")
+    c = ShmClient(killable.address)
+    result = in_thread(c.call, CMD + b"sleep 600")
     time.sleep(0.2)
     import socket
 

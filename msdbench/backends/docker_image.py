@@ -683,7 +683,7 @@ def build_service_image(client, project_root: Path, log: Log = print) -> tuple[s
                 if line.strip():
                     lines.append(line)
                     if line.startswith("Step "):
-                        log(f"  {line}")
+                        log(f"  [{time.monotonic() - started:6.1f} s] {line[:160]}")
             if isinstance(chunk.get("aux"), dict) and chunk["aux"].get("ID"):
                 image_id = chunk["aux"]["ID"]
         image = _image_or_none(client, tag)

@@ -1,0 +1,23 @@
+# msdbench: the whole matrix, from config to figures.  `snakemake --cores 4 results/figures/`
+# One measurement at a time (resource `testbed`, limited to 1 in workflow/profiles/default);
+# planning, aggregation and plotting run beside it.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/images.smk"
+include: "workflow/rules/deploy.smk"
+include: "workflow/rules/run.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,5 @@
+import sys
+
+from msdbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""The `msdbench` command: one cell by hand, and the steps the Snakemake rules call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from msdbench import planning
+
+
+def _cell_args(ap: argparse.ArgumentParser, suite_positional: bool = True) -> None:
+    if suite_positional:
+        ap.add_argument("suite", choices=planning.SUITES)
+    ap.add_argument("--platform", default="linux", choices=planning.PLATFORMS)
+    ap.add_argument("--backend", default="process", choices=planning.BACKENDS)
+    ap.add_argument("--isolation", required=True,
+                    help="co-located | tiered | isolated (micro: co-located | isolated)")
+    ap.add_argument("--deployment", type=int, required=True, choices=sorted(planning.DEPLOYMENTS))
+    ap.add_argument("--payload", type=int, default=None, help="micro: request payload size")
+
+
+def _cell(a) -> planning.Cell:
+    return planning.Cell(a.suite, a.platform, a.backend, a.isolation, a.deployment,
+                         a.payload if a.suite == "micro" else None)
+
+
+def cmd_run(a) -> int:
+    from msdbench.cell import run_cell
+    from msdbench.config import load, suite_settings
+    from msdbench.summary import one_line
+
+    config = load(a.config)
+    if a.suite == "micro" and a.payload is None:
+        a.payload = 0
+    settings = suite_settings(config, a.suite)
+    for key in ("requests", "warmup", "payload_mode", "pinning", "workers"):
+        if getattr(a, key, None) is not None:
+            settings[key] = getattr(a, key)
+    manifest = planning.plan(_cell(a), settings)
+    out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-run-"))
+    raw, meta = out / "cell.parquet", out / "cell.json"
+    run_cell(manifest, raw, meta, {"docker_host": a.docker_host} if a.docker_host else None,
+             workdir=out / "work")
+    print(one_line(meta))
+    print(f"raw samples: {raw}\nmetadata:    {meta}")
+    return 0
+
+
+def cmd_plan(a) -> int:
+    manifest = planning.plan(_cell(a), json.loads(a.settings))
+    manifest.save(a.out)
+    return 0
+
+
+def cmd_measure(a) -> int:
+    from msdbench.cell import run_cell
+    from msdbench.manifest import Manifest
+    from msdbench.summary import one_line
+
+    run_cell(Manifest.load(a.manifest), a.raw, a.meta,
+             {"docker_host": a.docker_host} if a.docker_host else None,
+             workdir=tempfile.mkdtemp(prefix="msdbench-cell-"))
+    print(one_line(a.meta))
+    return 0
+
+
+def cmd_stamp(a) -> int:
+    from msdbench.stamp import write_stamp
+
+    write_stamp(a.out)
+    return 0
+
+
+def cmd_aggregate(a) -> int:
+    from msdbench.aggregate import aggregate
+
+    aggregate(a.suite, a.meta, a.csv, a.parquet)
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from msdbench.config import load, matrix
+
+    config = load(a.config)
+    jobs = matrix(config)
+    print(f"{a.config}: valid; {len(jobs)} cells")
+    for j in jobs:
+        print("  " + j.label)
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from msdbench.bench import main as bench_main
+
+    return bench_main(a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from msdbench.backends.base import BackendError
+    from msdbench.config import ConfigError
+
+    ap = argparse.ArgumentParser(prog="msdbench", description="What microservice isolation and "
+                                 "placement cost, measured.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="measure one cell without Snakemake; print a summary")
+    _cell_args(p)
+    p.add_argument("--config", default="config/config.yaml",
+                   help="settings not given here come from this file (default: %(default)s)")
+    p.add_argument("--requests", type=int)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--payload-mode", dest="payload_mode", choices=("binary", "list"))
+    p.add_argument("--pinning", choices=tuple(planning.PINNINGS))
+    p.add_argument("--workers", type=int)
+    p.add_argument("--docker-host")
+    p.add_argument("--out", help="directory for cell.parquet and cell.json (default: a temp dir)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("plan", help="(rule deploy) write the manifest of one cell")
+    _cell_args(p)
+    p.add_argument("--settings", required=True, help="the cell's settings as JSON")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_plan)
+
+    p = sub.add_parser("measure", help="(rule run) bring a manifest up, measure, tear down")
+    p.add_argument("manifest")
+    p.add_argument("--raw", required=True, help="samples (.parquet), beside --meta")
+    p.add_argument("--meta", required=True, help="metadata (.json)")
+    p.add_argument("--docker-host")
+    p.set_defaults(fn=cmd_measure)
+
+    p = sub.add_parser("stamp", help="(rule build_image, process backend) stamp the environment")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_stamp)
+
+    p = sub.add_parser("aggregate", help="(rule aggregate) cells -> one summary table")
+    p.add_argument("suite", choices=planning.SUITES)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--parquet", required=True)
+    p.add_argument("meta", nargs="+", help="the cells' metadata files (raw samples beside them)")
+    p.set_defaults(fn=cmd_aggregate)
+
+    p = sub.add_parser("validate", help="check a config file and list its cells")
+    p.add_argument("config", nargs="?", default="config/config.yaml")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("bench", help="transport benchmark: raw TCP echo vs thrift poll, one run")
+    p.add_argument("--requests", type=int, default=10000)
+    p.add_argument("--payloads", default="0,4096,8192")
+    p.add_argument("--cpu", type=int, default=0, help="the one CPU both ends are pinned to")
+    p.set_defaults(fn=cmd_bench)
+
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except (ConfigError, planning.PlanError, BackendError, TimeoutError) as e:
+        print(f"msdbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"msdbench: interrupted ({e or 'Ctrl-C'}); everything started was torn down",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+# Cells -> one summary table per suite: a row per cell (x request type for BEPS).
+
+
+rule aggregate:
+    input:
+        lambda wc: cell_metas(wc.suite),
+    output:
+        csv="results/tables/{suite}.csv",
+        parquet="results/tables/{suite}.parquet",
+    resources:
+        testbed=1,  # a few seconds of CPU: on 2 cores it would disturb a measurement beside it
+    log:
+        "results/logs/aggregate/{suite}.log",
+    conda:
+        "../../envs/msdbench.yaml"
+    shell:
+        "msdbench aggregate {wildcards.suite} --csv {output.csv} --parquet {output.parquet}"
+        " {input} > {log} 2>&1"
