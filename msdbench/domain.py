@@ -94,7 +94,7 @@ class DomainRuntime:
         """A stub for one edge: an object with the callee's IDL methods."""
         callee_kind = KINDS[self.manifest.service(edge.callee).kind]
         if edge.transport == "direct":
-            return self.handlers[edge.callee]
+            return bindings.direct(callee_kind, self.handlers[edge.callee])
         address = self.endpoints[edge.callee][edge.transport]
         stub = bindings.connect(edge.transport, callee_kind, address, timeout=timeout)
         self._stubs.append(stub)

@@ -15,7 +15,8 @@ from msdbench.results import atomic_write_json
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The code on the measured path: services, transports, drivers, the domain runtime, the IDL.
-MEASURED = ["idl/*.thrift", "services/*.py", "transports/*.py", "drivers/*.py", "backends/*.py",
+MEASURED = ["idl/*.thrift", "services/*.py", "transports/*.py", "drivers/*.py", "backends/base.py",
+            "backends/process.py",
             "domain.py", "pinning.py", "manifest.py"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DRIVERS = ("micro", "beps")
+DRIVERS = ("micro", "beps", "throughput")
 
 
 def run_driver(spec: dict, connect) -> dict:
@@ -18,6 +18,8 @@ def run_driver(spec: dict, connect) -> dict:
         from msdbench.drivers.micro import run
     elif name == "beps":
         from msdbench.drivers.beps import run
+    elif name == "throughput":
+        from msdbench.drivers.throughput import run
     else:
         raise ValueError(f"driver: {name!r} is not one of {DRIVERS}")
     return run(spec, connect)

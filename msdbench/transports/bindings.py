@@ -12,6 +12,27 @@ from msdbench.transports.thrift_tcp import ThriftClient, ThriftServer, split_add
 TRANSPORTS = ("thrift-tcp", "direct", "shm")
 
 
+class DirectStub:
+    """The `direct` binding: the callee's handler itself, called in place (arguments and results
+    by reference, no serialization). Its IDL methods are the handler's bound methods, copied onto
+    this object once, so a call costs what calling the handler does; `close()` does nothing (the
+    callee is not the caller's to end). Only the callee's IDL methods are exposed, as on a stub of
+    any other transport (not its control methods such as counters)."""
+
+    def __init__(self, kind: ServiceKind, handler):
+        self.handler = handler
+        for name in kind.thrift_service().thrift_services:
+            setattr(self, name, getattr(handler, name))
+
+    def close(self) -> None:
+        pass
+
+
+def direct(kind: ServiceKind, handler) -> DirectStub:
+    """A stub for a callee in the caller's own domain."""
+    return DirectStub(kind, handler)
+
+
 def listen(transport: str, kind: ServiceKind, host: str):
     """A listener bound now and started later with `.start(handler)`; `.close()` ends it."""
     if transport == "thrift-tcp":

@@ -23,10 +23,11 @@ wildcard_constraints:
 
 
 def job_of(wildcards, suite):
-    stem = "/".join([suite, wildcards.platform, wildcards.backend,
-                     wildcards.isolation, f"d{wildcards.deployment}"])
+    parts = [suite, wildcards.platform, wildcards.backend, wildcards.isolation,
+             "d" + wildcards.deployment]
     if "payload" in wildcards.keys():
-        stem += f"/p{wildcards.payload}"
+        parts.append("p" + wildcards.payload)
+    stem = "/".join(parts)
     if stem not in JOBS:
         raise WorkflowError(f"{stem} is not a cell of the configured matrix")
     return JOBS[stem]

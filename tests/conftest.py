@@ -1,0 +1,69 @@
+"""Shared fixtures: every test that starts services checks that none outlives it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def domain_processes() -> list[psutil.Process]:
+    """msdbench domain processes started by this test session (children of this process)."""
+    me = psutil.Process()
+    out = []
+    for p in me.children(recursive=True):
+        try:
+            if "msdbench.domain" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fails the test if any domain process it started is still alive afterwards."""
+    yield
+    deadline = time.monotonic() + 5
+    while domain_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = domain_processes()
+    assert not left, f"domain processes left running: {[p.pid for p in left]}"
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    """A copy of the workflow (Snakefile, rules, config, scripts) in a scratch directory, so that a
+    test's snakemake run writes its own results/ and .snakemake/."""
+    # The package is copied too (and put first on PYTHONPATH by `snakemake()`), so that the run
+    # measures a fixed snapshot of the code even while the working tree changes.
+    for name in ("Snakefile", "workflow", "scripts", "config", "pyproject.toml", "envs", "msdbench"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, tmp_path / name)
+    # The schema link points into the package; the copy must point at the real one.
+    link = tmp_path / "workflow/schemas/config.schema.yaml"
+    if link.is_symlink():
+        link.unlink()
+        shutil.copy2(ROOT / "msdbench/schemas/config.schema.yaml", link)
+    return tmp_path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONPATH=str(workdir)))
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r

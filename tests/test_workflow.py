@@ -1,0 +1,88 @@
+"""The real snakemake on a tiny matrix: tables and figures, no-op rerun, incremental rerun, lint."""
+
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import snakemake
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "platforms": ["linux"],
+    "backends": ["process"],
+    "pinning": "same-core",
+    "deadline_s": 120,
+    "docker_host": None,
+    "micro": {"isolations": ["co-located", "isolated"], "deployments": [1, 2], "payloads": [0, 64],
+              "payload_mode": "binary", "requests": 50, "warmup": 10},
+    "beps": {"isolations": ["tiered"], "deployments": [2], "workers": 2,
+             "workload": {"users": 12, "active_users": 4, "follows_per_user": 2,
+                          "publishes_per_user": 2, "name_len": 10, "message_len": 280}},
+}
+
+
+def write_config(workdir, config):
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def jobs_run(stdout_and_err: str, rule: str) -> int:
+    """How many jobs of `rule` the run's job-stats table says it ran."""
+    m = re.search(rf"^{rule}\s+(\d+)\s*$", stdout_and_err, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
+    wd = workflow_copy
+    write_config(wd, TINY)
+    r = snakemake(wd, "results/figures/")
+    out = r.stdout + r.stderr
+    assert jobs_run(out, "run_micro") == 4 and jobs_run(out, "run_beps") == 1
+    for name in ("micro.png", "micro.pdf", "beps.png", "beps.pdf"):
+        assert (wd / "results/figures" / name).stat().st_size > 1000
+    micro = pd.read_csv(wd / "results/tables/micro.csv")
+    assert len(micro) == 4 and set(micro["status"]) == {"ok"} and (micro["n"] == 50).all()
+    for col in ("mean_us", "sd_us", "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us"):
+        assert micro[col].notna().all()
+    beps = pd.read_csv(wd / "results/tables/beps.csv")
+    assert set(beps["op"]) == {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"}
+    assert set(beps["status"]) == {"ok"}
+
+    # A complete run leaves nothing to do.
+    r = snakemake(wd, "-n", "results/figures/")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+    # One payload more: only its cells are measured (one per micro isolation).
+    TINY2 = yaml.safe_load(yaml.safe_dump(TINY))
+    TINY2["micro"]["payloads"].append(128)
+    write_config(wd, TINY2)
+    r = snakemake(wd, "results/figures/")
+    out = r.stdout + r.stderr
+    assert jobs_run(out, "run_micro") == 2, out[-3000:]
+    assert jobs_run(out, "run_beps") == 0
+    assert len(pd.read_csv(wd / "results/tables/micro.csv")) == 6
+
+    # A setting that shapes only BEPS cells reruns only them.
+    TINY2["beps"]["workload"]["publishes_per_user"] = 3
+    write_config(wd, TINY2)
+    r = snakemake(wd, "results/figures/")
+    out = r.stdout + r.stderr
+    assert jobs_run(out, "run_beps") == 1 and jobs_run(out, "run_micro") == 0, out[-3000:]
+
+
+def test_bad_config_stops_snakemake_with_the_field(workflow_copy):
+    bad = yaml.safe_load(yaml.safe_dump(TINY))
+    bad["micro"]["isolations"] = ["sharded"]
+    write_config(workflow_copy, bad)
+    r = snakemake(workflow_copy, "-n", check=False)
+    assert r.returncode != 0
+    assert "micro.isolations[0]" in r.stderr + r.stdout
+    assert "['co-located', 'isolated']" in r.stderr + r.stdout
+
+
+def test_lint_is_clean(workflow_copy):
+    write_config(workflow_copy, TINY)
+    r = snakemake(workflow_copy, "--lint", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
