@@ -48,8 +48,12 @@ def driver_spec(m: Manifest) -> dict:
 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
-             backend_options: dict | None = None, workdir: str | Path | None = None) -> dict:
-    """Measure one cell and write its two files; returns the metadata written."""
+             backend_options: dict | None = None, workdir: str | Path | None = None,
+             faults: list[tuple[str, str, int]] = ()) -> dict:
+    """Measure one cell and write its two files; returns the metadata written.
+
+    `faults` (service, fault, count) are armed after bring-up: fault injection, to show that the
+    cell's checks catch what they claim to (recorded in the metadata)."""
     meta = {"cell": {k: getattr(manifest, k) for k in
                      ("suite", "platform", "backend", "isolation", "deployment")},
             "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
@@ -65,9 +69,13 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
     t0 = time.monotonic()
     with interrupts_unwind(), backend.up(manifest) as dep:
         meta["bring_up_s"] = round(time.monotonic() - t0, 3)
+        for service, fault, count in faults:
+            dep.set_fault(service, fault, count)
+        if faults:
+            meta["faults_injected"] = [list(f) for f in faults]
         result = dep.run_driver(driver_spec(manifest))
         meta["placement"] = dep.placement()
-        meta["placement"]["client"] = {"affinity": result.get("client_affinity")}
+        meta["placement"]["client_driver"] = {"affinity": result.get("client_affinity")}
         meta["backend_info"] = backend.describe()
         meta["manifest"] = dep.manifest.to_dict()
     meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

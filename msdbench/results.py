@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p99.9": 99.9}
 
@@ -25,6 +24,7 @@ def _atomic(path: str | Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for other users (and containers) too
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -42,16 +42,18 @@ def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def atomic_write_parquet(path: str | Path, df: pd.DataFrame) -> None:
+def atomic_write_parquet(path: str | Path, df) -> None:
     _atomic(path, lambda f: df.to_parquet(f, index=False))
 
 
-def atomic_write_csv(path: str | Path, df: pd.DataFrame) -> None:
+def atomic_write_csv(path: str | Path, df) -> None:
     _atomic(path, lambda f: f.write(df.to_csv(index=False).encode()))
 
 
-def samples_frame(samples: dict) -> pd.DataFrame:
+def samples_frame(samples: dict):
     """Driver samples ({op: {column: list}}) -> one long table, a row per call, in call order."""
+    import pandas as pd  # here, not at the top: containers load manifests without pandas
+
     frames = []
     for op, cols in samples.items():
         df = pd.DataFrame(cols)
