@@ -13,7 +13,7 @@ import socket
 import threading
 
 from thriftpy2.protocol.cybin import TCyBinaryProtocol
-from thriftpy2.thrift import TClient, TProcessor
+from thriftpy2.thrift import TApplicationException, TMessageType
 from thriftpy2.transport import TTransportException
 from thriftpy2.transport.buffered.cybuffered import TCyBufferedTransport
 
@@ -63,6 +63,109 @@ def _protocol(sock: socket.socket) -> TCyBinaryProtocol:
     return TCyBinaryProtocol(TCyBufferedTransport(_SocketTransport(sock), buf_size=BUF_SIZE))
 
 
+class Processor:
+    """Serves one handler: thriftpy2's TProcessor, less its per-call lookups and closures.
+
+    Each method's args/result classes, argument names and declared exceptions are resolved once.
+    A handler exception the IDL does not declare becomes a TApplicationException for the caller
+    (thriftpy2 would drop the connection), so one bad call never takes the service down.
+    """
+
+    def __init__(self, thrift_service, handler):
+        self.methods = {}
+        for name in thrift_service.thrift_services:
+            args_cls = getattr(thrift_service, name + "_args")
+            result_cls = getattr(thrift_service, name + "_result")
+            arg_names = [spec[1] for _, spec in sorted(args_cls.thrift_spec.items())]
+            throws = tuple((spec[2], spec[1]) for spec in result_cls.thrift_spec.values()
+                           if spec[1] != "success")
+            self.methods[name] = (args_cls, result_cls, arg_names, throws,
+                                  getattr(handler, name), result_cls.oneway)
+
+    def process(self, prot) -> None:
+        name, _, seqid = prot.read_message_begin()
+        method = self.methods.get(name)
+        if method is None:
+            prot.skip(12)  # TType.STRUCT
+            prot.read_message_end()
+            return self._fail(prot, name, seqid, TApplicationException(
+                TApplicationException.UNKNOWN_METHOD, f"unknown method {name!r}"))
+        args_cls, result_cls, arg_names, throws, fn, oneway = method
+        args = args_cls()
+        prot.read_struct(args)
+        prot.read_message_end()
+        result = result_cls()
+        try:
+            result.success = fn(*[getattr(args, a) for a in arg_names])
+        except Exception as e:
+            for cls, field in throws:
+                if isinstance(e, cls):
+                    setattr(result, field, e)
+                    break
+            else:
+                if oneway:
+                    return
+                return self._fail(prot, name, seqid, TApplicationException(
+                    TApplicationException.INTERNAL_ERROR, f"{type(e).__name__}: {e}"))
+        if oneway:
+            return
+        prot.write_message_begin(name, TMessageType.REPLY, seqid)
+        prot.write_struct(result)
+        prot.write_message_end()
+        prot.trans.flush()
+
+    @staticmethod
+    def _fail(prot, name, seqid, exc) -> None:
+        prot.write_message_begin(name, TMessageType.EXCEPTION, seqid)
+        prot.write_struct(exc)
+        prot.write_message_end()
+        prot.trans.flush()
+
+
+def _client_method(thrift_service, name: str, prot):
+    """One IDL method as a plain function over `prot`: what TClient does, resolved once."""
+    args_cls = getattr(thrift_service, name + "_args")
+    result_cls = getattr(thrift_service, name + "_result")
+    throws = [spec[1] for spec in result_cls.thrift_spec.values() if spec[1] != "success"]
+    returns = any(spec[1] == "success" for spec in result_cls.thrift_spec.values())
+    oneway = result_cls.oneway
+    mtype = TMessageType.ONEWAY if oneway else TMessageType.CALL
+    write_begin, write_struct, write_end = (prot.write_message_begin, prot.write_struct,
+                                            prot.write_message_end)
+    read_begin, read_struct, read_end = (prot.read_message_begin, prot.read_struct,
+                                         prot.read_message_end)
+    flush = prot.trans.flush
+
+    def call(*args):
+        write_begin(name, mtype, 0)
+        write_struct(args_cls(*args))
+        write_end()
+        flush()
+        if oneway:
+            return None
+        _, rtype, _ = read_begin()
+        if rtype == TMessageType.EXCEPTION:
+            exc = TApplicationException()
+            read_struct(exc)
+            read_end()
+            raise exc
+        result = result_cls()
+        read_struct(result)
+        read_end()
+        if returns and result.success is not None:
+            return result.success
+        for field in throws:
+            exc = getattr(result, field)
+            if exc is not None:
+                raise exc
+        if returns:
+            raise TApplicationException(TApplicationException.MISSING_RESULT, name)
+        return None
+
+    call.__name__ = name
+    return call
+
+
 class ThriftServer:
     """Thread-per-connection server for one service handler on one listening socket.
 
@@ -74,7 +177,7 @@ class ThriftServer:
         # Bound and listening from here on; connections wait in the backlog until start(), so
         # peers may connect before this side's handler exists (two-phase bring-up).
         self.thrift_service = thrift_service
-        self.processor = None
+        self.processor: Processor | None = None
         self.listener = socket.create_server((host, port), backlog=128, reuse_port=False)
         self.address = self.listener.getsockname()[:2]
         self._conns: set[socket.socket] = set()
@@ -82,7 +185,7 @@ class ThriftServer:
         self._closed = False
 
     def start(self, handler) -> "ThriftServer":
-        self.processor = TProcessor(self.thrift_service, handler)
+        self.processor = Processor(self.thrift_service, handler)
         threading.Thread(target=self._accept_loop, name=f"accept:{self.address[1]}",
                          daemon=True).start()
         return self
@@ -103,7 +206,7 @@ class ThriftServer:
         process = self.processor.process
         try:
             while True:
-                process(prot, prot)
+                process(prot)
         except (TTransportException, OSError, EOFError):
             pass
         finally:
@@ -131,8 +234,9 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ThriftClient(TClient):
-    """A TClient over one persistent TCP connection; `sock` is kept so a Deadline can cut it."""
+class ThriftClient:
+    """The IDL methods of one service over one persistent TCP connection (not thread-safe: one
+    caller at a time). `sock` is kept so a Deadline can cut a blocked call."""
 
     def __init__(self, thrift_service, host: str, port: int, connect_timeout: float = 10.0,
                  timeout: float | None = None):
@@ -140,7 +244,9 @@ class ThriftClient(TClient):
         _tune(raw)
         raw.settimeout(timeout)  # None on measured paths; the control plane sets one
         self.sock = raw
-        super().__init__(thrift_service, _protocol(raw))
+        prot = _protocol(raw)
+        for name in thrift_service.thrift_services:
+            setattr(self, name, _client_method(thrift_service, name, prot))
 
     def close(self) -> None:
         try:
