@@ -72,6 +72,8 @@ class Processor:
     """
 
     def __init__(self, thrift_service, handler):
+        # One instance per connection: the args/result structs are reused call after call
+        # (reset to their blank state first), which saves two object constructions a call.
         self.methods = {}
         for name in thrift_service.thrift_services:
             args_cls = getattr(thrift_service, name + "_args")
@@ -79,8 +81,9 @@ class Processor:
             arg_names = [spec[1] for _, spec in sorted(args_cls.thrift_spec.items())]
             throws = tuple((spec[2], spec[1]) for spec in result_cls.thrift_spec.values()
                            if spec[1] != "success")
-            self.methods[name] = (args_cls, result_cls, arg_names, throws,
-                                  getattr(handler, name), result_cls.oneway)
+            args, result = args_cls(), result_cls()
+            self.methods[name] = (args, dict(args.__dict__), result, dict(result.__dict__),
+                                  arg_names, throws, getattr(handler, name), result_cls.oneway)
 
     def process(self, prot) -> None:
         name, _, seqid = prot.read_message_begin()
@@ -90,11 +93,11 @@ class Processor:
             prot.read_message_end()
             return self._fail(prot, name, seqid, TApplicationException(
                 TApplicationException.UNKNOWN_METHOD, f"unknown method {name!r}"))
-        args_cls, result_cls, arg_names, throws, fn, oneway = method
-        args = args_cls()
+        args, blank_args, result, blank_result, arg_names, throws, fn, oneway = method
+        args.__dict__.update(blank_args)
         prot.read_struct(args)
         prot.read_message_end()
-        result = result_cls()
+        result.__dict__.update(blank_result)
         try:
             result.success = fn(*[getattr(args, a) for a in arg_names])
         except Exception as e:
@@ -128,6 +131,11 @@ def _client_method(thrift_service, name: str, prot):
     result_cls = getattr(thrift_service, name + "_result")
     throws = [spec[1] for spec in result_cls.thrift_spec.values() if spec[1] != "success"]
     returns = any(spec[1] == "success" for spec in result_cls.thrift_spec.values())
+    # Reused structs (a client is used by one caller at a time), reset before each use.
+    arg_names = [spec[1] for _, spec in sorted(args_cls.thrift_spec.items())]
+    args, result = args_cls(), result_cls()
+    blank_args, blank_result = dict(args.__dict__), dict(result.__dict__)
+    set_args, reset_result = args.__dict__.update, result.__dict__.update
     oneway = result_cls.oneway
     mtype = TMessageType.ONEWAY if oneway else TMessageType.CALL
     write_begin, write_struct, write_end = (prot.write_message_begin, prot.write_struct,
@@ -136,9 +144,11 @@ def _client_method(thrift_service, name: str, prot):
                                          prot.read_message_end)
     flush = prot.trans.flush
 
-    def call(*args):
+    def call(*a):
+        set_args(blank_args)
+        set_args(zip(arg_names, a))
         write_begin(name, mtype, 0)
-        write_struct(args_cls(*args))
+        write_struct(args)
         write_end()
         flush()
         if oneway:
@@ -149,7 +159,7 @@ def _client_method(thrift_service, name: str, prot):
             read_struct(exc)
             read_end()
             raise exc
-        result = result_cls()
+        reset_result(blank_result)
         read_struct(result)
         read_end()
         if returns and result.success is not None:
@@ -177,7 +187,7 @@ class ThriftServer:
         # Bound and listening from here on; connections wait in the backlog until start(), so
         # peers may connect before this side's handler exists (two-phase bring-up).
         self.thrift_service = thrift_service
-        self.processor: Processor | None = None
+        self.handler = None
         self.listener = socket.create_server((host, port), backlog=128, reuse_port=False)
         self.address = self.listener.getsockname()[:2]
         self._conns: set[socket.socket] = set()
@@ -185,7 +195,7 @@ class ThriftServer:
         self._closed = False
 
     def start(self, handler) -> "ThriftServer":
-        self.processor = Processor(self.thrift_service, handler)
+        self.handler = handler
         threading.Thread(target=self._accept_loop, name=f"accept:{self.address[1]}",
                          daemon=True).start()
         return self
@@ -203,7 +213,7 @@ class ThriftServer:
 
     def _serve(self, conn: socket.socket) -> None:
         prot = _protocol(conn)
-        process = self.processor.process
+        process = Processor(self.thrift_service, self.handler).process
         try:
             while True:
                 process(prot)
