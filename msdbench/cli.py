@@ -98,6 +98,24 @@ def cmd_bench(a) -> int:
     return bench_main(a)
 
 
+def cmd_throughput(a) -> int:
+    from msdbench.throughput import cli_main
+
+    return cli_main(a.action, a.args)
+
+
+def cmd_clean(a) -> int:
+    from msdbench.backends.docker import clean
+    from msdbench.backends.docker_image import DockerUnavailable
+
+    try:
+        clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
+    except DockerUnavailable as e:
+        print(f"msdbench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from msdbench.backends.base import BackendError
     from msdbench.config import ConfigError
@@ -152,6 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--payloads", default="0,4096,8192")
     p.add_argument("--cpu", type=int, default=0, help="the one CPU both ends are pinned to")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("throughput", help="the throughput study (paper 4.3): `run` a sweep by "
+                       "hand; `measure`, `aggregate` (the rules); ACTION --help for more",
+                       add_help=False)
+    p.add_argument("action", choices=("run", "measure", "aggregate"))
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_throughput)
+
+    p = sub.add_parser("clean", help="remove the docker containers, networks and volumes that "
+                       "crashed runs left behind (label msdbench.run; images are kept)")
+    p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
+    p.add_argument("--all", action="store_true",
+                   help="also remove the objects of runs that are still alive or belong to another machine")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.set_defaults(fn=cmd_clean)
 
     a = ap.parse_args(argv)
     try:

@@ -46,11 +46,15 @@ def validate(config: dict) -> dict:
                 msg += f"; allowed keys: {allowed}"
             lines.append(f"config field '{_where(e.path)}': {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    for job in matrix(config):  # semantic checks: every cell must be plannable
+    for job in matrix(config) + throughput_matrix(config):  # every cell must be plannable
         try:
             check_cell(job.cell)
         except PlanError as e:
             raise ConfigError(f"invalid configuration: {job.suite_key} cell {job.label}: {e}") from None
+    t = config.get("throughput") or {}
+    if t.get("isolations") and "open" in t.get("modes", []) and not t.get("open"):
+        raise ConfigError("invalid configuration: config field 'throughput.modes' holds 'open', "
+                          "which needs a 'throughput.open' section with its offered 'rates'")
     return config
 
 
@@ -118,4 +122,72 @@ def matrix(config: dict) -> list[Job]:
                             continue
                         for payload in payloads:
                             jobs.append(Job(Cell(suite, platform, backend, iso, dep, payload), settings))
+    return jobs
+
+
+# -- the throughput study (paper 4.3): one job per mode x platform x backend x isolation ---------
+
+THROUGHPUT_DEPLOYMENT = 2  # the client in its own domain (the paper used 5: another host)
+THROUGHPUT_DEFAULTS = {"pinning": "split", "clients": [1, 2, 4, 8], "pairs_per_client": 1000,
+                       "duration_s": None, "warmup_pairs": 50, "point_deadline_s": 120}
+
+
+@dataclass(frozen=True)
+class ThroughputJob:
+    """One throughput sweep: a BEPS manifest (deployment 2) and its sweep settings."""
+    mode: str
+    cell: Cell
+    settings_json: str
+
+    @property
+    def suite_key(self) -> str:
+        return "throughput"
+
+    @property
+    def stem(self) -> str:
+        c = self.cell
+        return f"throughput/{self.mode}/{c.platform}/{c.backend}/{c.isolation}"
+
+    @property
+    def label(self) -> str:
+        return self.stem.replace("/", " ")
+
+    @property
+    def settings(self) -> dict:
+        return json.loads(self.settings_json)
+
+
+def throughput_settings(config: dict, mode: str) -> dict:
+    """A sweep's settings: only what shapes its numbers, so that changing the open loop's rates
+    reruns the open-loop sweeps alone."""
+    t = THROUGHPUT_DEFAULTS | (config.get("throughput") or {})
+    sweep = {"mode": mode, "warmup_pairs": t["warmup_pairs"],
+             "point_deadline_s": t["point_deadline_s"]}
+    if mode == "closed":
+        sweep.update(clients=t["clients"], pairs_per_client=t["pairs_per_client"],
+                     duration_s=t["duration_s"])
+        if t["clients"] == "auto":
+            sweep["auto"] = t.get("auto") or {}
+    else:
+        o = t.get("open") or {}
+        sweep.update(open_clients=o.get("clients", 4), rates=o.get("rates", []),
+                     open_duration_s=o.get("duration_s", 2.0))
+    return {"pinning": t["pinning"], "workers": t.get("workers", config["beps"]["workers"]),
+            "throughput": sweep}
+
+
+def throughput_matrix(config: dict) -> list[ThroughputJob]:
+    """Every throughput sweep the config asks for (none without a `throughput` section)."""
+    t = config.get("throughput") or {}
+    jobs = []
+    for mode in t.get("modes", []):
+        settings = json.dumps(throughput_settings(config, mode), sort_keys=True)
+        for platform in t.get("platforms") or config["platforms"]:
+            for backend in t.get("backends") or config["backends"]:
+                isolations = t.get("isolations", [])
+                if mode == "open" and (t.get("open") or {}).get("isolations") is not None:
+                    isolations = t["open"]["isolations"]
+                for iso in isolations:
+                    cell = Cell("beps", platform, backend, iso, THROUGHPUT_DEPLOYMENT)
+                    jobs.append(ThroughputJob(mode, cell, settings))
     return jobs

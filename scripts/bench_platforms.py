@@ -11,6 +11,8 @@ Paths measured (round trips, us):
   thrift-tcp  linux: Thrift binary over TCP (ThriftClient -> ThriftServer in another process)
   tcp-echo    a raw Python TCP echo (length-prefixed; the whole payload comes back), the floor a
               Python service on sockets cannot go below
+  shm-echo    the shared-memory channel alone (ShmClient -> ShmServer echo, no Thrift): what of
+              `shm` is the channel and what is serialization and dispatch
 
 The servers run in one child process pinned to --server-cpu (default: same as --cpu, as the
 default `same-core` pinning of the cells); the calling thread is pinned to --cpu. The paths are
@@ -70,18 +72,21 @@ def serve(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})  # before any thread: every thread inherits it
     from msdbench import idl
     from msdbench.services.poll import PollHandler
-    from msdbench.transports.shm_thrift import ShmThriftServer
+    from msdbench.transports.shm import ShmServer
+    from msdbench.transports.shm_thrift import SLOT_SIZE, ShmThriftServer
     from msdbench.transports.thrift_tcp import ThriftServer
 
     poll = idl.load("poll").Poll
     shm = ShmThriftServer(poll).start(PollHandler())
     tcp = ThriftServer(poll, "127.0.0.1", 0).start(PollHandler())
+    raw = ShmServer(lambda b: b, slot_size=SLOT_SIZE).start()
     echo = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=_echo_accept, args=(echo,), daemon=True).start()
-    print(json.dumps({"shm": shm.address, "thrift-tcp": tcp.address[1],
+    print(json.dumps({"shm": shm.address, "thrift-tcp": tcp.address[1], "shm-echo": raw.address,
                       "tcp-echo": echo.getsockname()[1], "pid": os.getpid()}), flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     shm.close()
+    raw.close()
     tcp.close()
 
 
@@ -118,10 +123,10 @@ def _pct(samples, q: float) -> float:
 
 
 def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int) -> list[dict]:
-    from msdbench import idl
     from msdbench.services import KINDS
     from msdbench.services.poll import PollHandler
     from msdbench.transports import bindings
+    from msdbench.transports.shm import ShmClient
 
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve",
                              "--cpu", str(server_cpu)],
@@ -137,14 +142,16 @@ def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int) -> list[dict]:
         shm = bindings.connect("shm", kind, addr["shm"])
         tcp = bindings.connect("thrift-tcp", kind, f"127.0.0.1:{addr['thrift-tcp']}")
         echo = _EchoClient(addr["tcp-echo"])
-        stubs = [shm, tcp, echo]
+        raw = ShmClient(addr["shm-echo"])
+        stubs = [shm, tcp, echo, raw]
         rows = []
         now = time.perf_counter_ns
         for size in sizes:
             payload = b"\xa5" * size
             framed = _LEN.pack(size) + payload
             paths = {"direct": (direct.poll, payload), "shm": (shm.poll, payload),
-                     "thrift-tcp": (tcp.poll, payload), "tcp-echo": (echo.call, framed)}
+                     "thrift-tcp": (tcp.poll, payload), "tcp-echo": (echo.call, framed),
+                     "shm-echo": (raw.call, payload)}
             for fn, arg in paths.values():
                 for _ in range(warmup):
                     fn(arg)

@@ -52,6 +52,10 @@ class Backend:
     def stop_domain(self, handle: DomainHandle) -> None:
         raise NotImplementedError
 
+    def teardown(self, manifest: Manifest) -> None:
+        """After every domain was stopped, also after a failed bring-up: remove what `prepare` made
+        (e.g. a network). Must not raise."""
+
     def describe(self) -> dict:
         """What this backend adds to a cell's metadata (e.g. the image id)."""
         return {"backend": self.name}
@@ -140,16 +144,19 @@ class Deployment:
                 for name, h in self.handles.items()}
 
     def down(self) -> None:
-        for h in list(self.handles.values()):
-            if h.control is not None:
+        try:
+            for h in list(self.handles.values()):
+                if h.control is not None:
+                    try:
+                        h.control.shutdown()
+                    except Exception:
+                        pass
+                    h.control.close()
+            for h in list(self.handles.values()):
                 try:
-                    h.control.shutdown()
+                    self.backend.stop_domain(h)
                 except Exception:
                     pass
-                h.control.close()
-        for h in list(self.handles.values()):
-            try:
-                self.backend.stop_domain(h)
-            except Exception:
-                pass
-        self.handles.clear()
+            self.handles.clear()
+        finally:
+            self.backend.teardown(self.manifest)

@@ -68,7 +68,9 @@ class Processor:
 
     Each method's args/result classes, argument names and declared exceptions are resolved once.
     A handler exception the IDL does not declare becomes a TApplicationException for the caller
-    (thriftpy2 would drop the connection), so one bad call never takes the service down.
+    (thriftpy2 would drop the connection), so one bad call never takes the service down; a
+    broken connection to a callee does drop it, so that a dead peer is never mistaken for a
+    service's answer.
     """
 
     def __init__(self, thrift_service, handler):
@@ -100,6 +102,10 @@ class Processor:
         result.__dict__.update(blank_result)
         try:
             result.success = fn(*[getattr(args, a) for a in arg_names])
+        except (OSError, TTransportException):
+            # A callee's connection broke (a peer died): close ours too, so the failure travels
+            # up to the client as a broken call and ends the cell, as on every platform.
+            raise
         except Exception as e:
             for cls, field in throws:
                 if isinstance(e, cls):

@@ -16,3 +16,20 @@ rule aggregate:
     shell:
         "msdbench aggregate {wildcards.suite} --csv {output.csv} --parquet {output.parquet}"
         " {input} > {log} 2>&1"
+
+
+# The paper's headline ratios (isolated/co-located per platform, specialized/linux per cell),
+# from the summary tables of the suites in the matrix.
+rule ratios:
+    input:
+        expand("results/tables/{suite}.parquet", suite=SUITES),
+    output:
+        "results/tables/ratios.csv",
+    resources:
+        testbed=1,  # a second of CPU, but keep it off a measurement's cores all the same
+    log:
+        "results/logs/aggregate/ratios.log",
+    conda:
+        "../../envs/msdbench.yaml"
+    shell:
+        "python scripts/ratios.py {output} {input} > {log} 2>&1"

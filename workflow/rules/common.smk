@@ -42,4 +42,6 @@ def figure_files(suite):
 
 
 def all_targets():
-    return ["results/figures"] + expand("results/tables/{suite}.csv", suite=SUITES)
+    return (["results/figures"] + expand("results/tables/{suite}.csv", suite=SUITES)
+            + ["results/tables/ratios.csv"]
+            + THROUGHPUT_TARGETS)  # workflow/rules/throughput.smk

@@ -1,0 +1,295 @@
+"""The `specialized` platform: same services, same IDL, one binding per edge chosen from where the
+two ends sit (direct inside a domain, shared memory between domains of a host, Thrift over TCP
+across hosts), as Ambience's lidl does. Planning, real cells on the process backend, and a peer
+killed mid-cell."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pandas as pd
+import pytest
+
+from msdbench import idl
+from msdbench.backends.base import BackendError
+from msdbench.backends.process import ProcessBackend
+from msdbench.cell import run_cell
+from msdbench.manifest import Domain
+from msdbench.planning import ISOLATIONS, SUPPORTED_DEPLOYMENTS, Cell, _transport, plan
+from msdbench.planning import micro_contradiction
+from msdbench.services import KINDS
+from msdbench.services.poll import PollHandler
+from msdbench.transports import bindings
+from msdbench.transports.shm import PeerDied
+from msdbench.transports.shm_thrift import ShmThriftClient, ShmThriftServer
+
+from conftest import domain_processes
+
+SMALL = {"users": 40, "active_users": 8, "follows_per_user": 3, "publishes_per_user": 3}
+
+
+def _cells():
+    for suite, isolations in ISOLATIONS.items():
+        for isolation in isolations:
+            for deployment in SUPPORTED_DEPLOYMENTS:
+                if suite == "micro" and micro_contradiction(isolation, deployment):
+                    continue
+                yield suite, isolation, deployment
+
+
+# -- 1. planning: the binding of every edge -----------------------------------------------------
+
+
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+@pytest.mark.parametrize("suite,isolation,deployment", list(_cells()))
+def test_every_edge_gets_the_binding_its_placement_allows(suite, isolation, deployment, platform):
+    m = plan(Cell(suite, platform, "process", isolation, deployment, 0 if suite == "micro" else None),
+             {"workers": 3})
+    assert m.edges, "a manifest without edges"
+    domain_of = {s.name: s.domain for s in m.services}
+    for e in m.edges:
+        same_domain = domain_of[e.caller] == domain_of[e.callee]
+        if platform == "linux":
+            want = "thrift-tcp"  # even inside a domain: what Linux + Thrift does
+        else:
+            want = "direct" if same_domain else "shm"  # every domain is on this host
+        assert e.transport == want, (e, domain_of)
+        assert e.transport in bindings.TRANSPORTS
+
+
+# Spelled out for the specialized platform, so a wrong grouping cannot hide behind the rule above.
+EXPECTED = {
+    ("micro", "co-located", 1): {("client", "poll"): "direct"},
+    ("micro", "isolated", 2): {("client", "poll"): "shm"},
+    ("beps", "co-located", 1): {("client", "lb"): "direct", ("lb", "worker0"): "direct",
+                                ("worker0", "userdb"): "direct", ("worker0", "reader"): "direct"},
+    ("beps", "co-located", 2): {("client", "lb"): "shm", ("lb", "worker0"): "direct",
+                                ("worker1", "payloaddb"): "direct"},
+    ("beps", "tiered", 1): {("client", "lb"): "direct", ("lb", "worker2"): "direct",
+                            ("worker0", "userdb"): "shm", ("worker0", "payloaddb"): "shm",
+                            ("worker1", "reader"): "shm"},
+    ("beps", "tiered", 2): {("client", "lb"): "shm", ("lb", "worker0"): "direct",
+                            ("worker2", "userdb"): "shm", ("worker2", "reader"): "shm"},
+    ("beps", "isolated", 1): {("client", "lb"): "direct", ("lb", "worker0"): "shm",
+                              ("worker0", "userdb"): "shm"},
+    ("beps", "isolated", 2): {("client", "lb"): "shm", ("lb", "worker1"): "shm",
+                              ("worker1", "reader"): "shm"},
+}
+
+
+@pytest.mark.parametrize("key", list(EXPECTED))
+def test_specialized_bindings_spelled_out(key):
+    suite, isolation, deployment = key
+    m = plan(Cell(suite, "specialized", "process", isolation, deployment,
+                  0 if suite == "micro" else None), {"workers": 3})
+    got = {(e.caller, e.callee): e.transport for e in m.edges}
+    for pair, transport in EXPECTED[key].items():
+        assert got[pair] == transport, pair
+    n_workers = 3 if suite == "beps" else 0
+    assert len(m.edges) == 1 + n_workers * 4  # client -> entry; lb -> w; w -> 3 stores
+
+
+def test_across_hosts_is_thrift_tcp_on_both_platforms():
+    a, b = Domain("a", ["x"], "host-a"), Domain("b", ["y"], "host-b")
+    assert _transport("specialized", a, b) == "thrift-tcp"
+    assert _transport("linux", a, b) == "thrift-tcp"
+    assert _transport("specialized", a, Domain("c", ["z"], "host-a")) == "shm"
+    assert _transport("specialized", a, a) == "direct"
+
+
+def test_direct_stub_is_the_handler_in_place():
+    h = PollHandler()
+    stub = bindings.direct(KINDS["poll"], h)
+    assert stub.poll.__self__ is h and stub.poll_list.__self__ is h  # no wrapper on the call
+    payload = bytearray(b"x")
+    stub.poll(payload)
+    assert h.calls == 1
+    stub.close()  # does nothing, and the handler still serves
+    stub.poll(payload)
+    assert h.calls == 2
+
+
+def test_shm_thrift_keeps_the_idl_semantics():
+    beps = idl.load("beps")
+    from msdbench.services.beps import UserDB
+
+    server = ShmThriftServer(beps.UserDB)
+    client = ShmThriftClient(beps.UserDB, server.address)  # before start: two-phase bring-up
+    other = ShmThriftClient(beps.UserDB, server.address)
+    server.start(UserDB())
+    try:
+        client.create_user("alice")
+        client.create_user(name="bob")
+        with pytest.raises(beps.DuplicateUser) as e:
+            client.create_user("alice")
+        assert e.value.name == "alice"
+        with pytest.raises(beps.InvalidRequest):
+            client.subscribe("alice", "alice")
+        client.subscribe("bob", "alice")
+        assert client.get_user("alice") == beps.User("alice", ["bob"], [])
+        with pytest.raises(beps.UnknownUser):
+            client.get_user("carol")
+        assert client.census() == 2  # the link is still good after exceptions
+        long = "x" * 300_000  # larger than the slot: carried in chunks
+        client.create_user(long)
+        assert client.get_user(long).name == long
+        assert other.census() == 3  # a second client: its own slot, the same service
+    finally:
+        client.close()
+        server.close()
+    with pytest.raises(PeerDied):
+        other.census()  # the server is gone: an error at once, not a hang
+    other.close()
+    with pytest.raises(ConnectionError):
+        ShmThriftClient(beps.UserDB, server.address, connect_timeout=0.2)
+
+
+# -- 2. real cells through run_cell, process backend --------------------------------------------
+
+
+@pytest.mark.parametrize("isolation,deployment,transport", [("co-located", 1, "direct"),
+                                                            ("isolated", 2, "shm")])
+def test_micro_specialized_cell_produces_samples(tmp_path, no_leftovers, isolation, deployment,
+                                                 transport):
+    m = plan(Cell("micro", "specialized", "process", isolation, deployment, 4096),
+             {"requests": 300, "warmup": 50})
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok"
+    df = pd.read_parquet(tmp_path / "c.parquet")
+    assert len(df) == 350 and df["warmup"].sum() == 50 and (df["e2e_ns"] > 0).all()
+    (edge,) = meta["manifest"]["edges"]
+    assert edge["transport"] == transport
+    if transport == "shm":
+        assert edge["address"].endswith(".sock")  # the resolved manifest names the channel
+    else:
+        assert edge["address"] is None  # nothing to reach: the handler itself
+        # an in-domain call costs a Python call, not a round trip (generous bound: shared CPUs)
+        assert df.loc[~df["warmup"], "e2e_ns"].median() < 20_000
+
+
+@pytest.mark.parametrize("isolation", ["co-located", "tiered", "isolated"])
+def test_beps_same_verdict_and_counts_on_both_platforms(tmp_path, no_leftovers, isolation):
+    out = {}
+    for platform in ("linux", "specialized"):
+        m = plan(Cell("beps", platform, "process", isolation, 2), {"workers": 3, "workload": SMALL})
+        meta = run_cell(m, tmp_path / f"{platform}.parquet", tmp_path / f"{platform}.json")
+        df = pd.read_parquet(tmp_path / f"{platform}.parquet")
+        out[platform] = (meta["status"], meta["driver"].get("correct"),
+                         df.groupby(["op", "warmup"]).size().to_dict())
+        assert meta["status"] == "ok", meta["driver"].get("problems")
+    assert out["linux"] == out["specialized"]
+    counts = out["specialized"][2]
+    assert counts[("create_user", False)] == 40 and counts[("publish", False)] == 24
+
+
+def test_beps_specialized_deployment_1_is_correct(tmp_path, no_leftovers):
+    """The client inside the LB's domain: its first hop is a plain call."""
+    m = plan(Cell("beps", "specialized", "process", "tiered", 1), {"workers": 2, "workload": SMALL})
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok" and meta["driver"]["correct"]
+
+
+# -- 3. a peer killed mid-cell: an error, never a hang; nothing left behind ---------------------
+
+
+@pytest.mark.parametrize("isolation", ["tiered", "isolated"])
+def test_killed_peer_ends_the_run_with_an_error(isolation, no_leftovers):
+    m = plan(Cell("beps", "specialized", "process", isolation, 2), {"workers": 2})
+    t0 = None
+    with ProcessBackend().up(m) as dep:
+        victim = dep.handle_of("userdb").native
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError) as e:
+            dep.run_driver({"driver": "beps", "workload": SMALL, "deadline_s": 60})
+        elapsed = time.monotonic() - t0
+    assert elapsed < 15, f"the dead peer was noticed only after {elapsed:.1f} s"
+    assert "PeerDied" in str(e.value) or "gone" in str(e.value), str(e.value)
+    assert not domain_processes()
+
+
+def test_killed_entry_domain_fails_its_shm_caller_at_once(no_leftovers):
+    """A stub connected to a real domain over shm: once that domain is SIGKILLed, the next call
+    raises PeerDied at once (the channel's liveness link), with no deadline involved."""
+    m = plan(Cell("beps", "specialized", "process", "co-located", 2), {"workers": 2})
+    with ProcessBackend().up(m) as dep:
+        (edge,) = dep.manifest.edges_from("client")
+        assert edge.transport == "shm"
+        lb = bindings.connect("shm", KINDS["lb"], edge.address)
+        lb.create_user("someone123")
+        victim = dep.handle_of("lb").native
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        t0 = time.monotonic()
+        with pytest.raises(PeerDied):
+            lb.create_user("someone456")
+        assert time.monotonic() - t0 < 5
+        lb.close()
+
+
+def test_stuck_shm_peer_is_ended_by_the_deadline(no_leftovers):
+    """Alive but stuck (not detectable by the channel): the cell deadline cuts the shm link."""
+    m = plan(Cell("micro", "specialized", "process", "isolated", 2, 0),
+             {"requests": 100, "warmup": 0})
+    with ProcessBackend().up(m) as dep:
+        dep.set_fault("poll", "hang", 1)
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match="deadline of 2 s expired"):
+            dep.run_driver({"driver": "micro", "payload": 0, "requests": 10, "warmup": 0,
+                            "deadline_s": 2})
+        assert time.monotonic() - t0 < 30
+
+
+# -- the ratio table (synthetic summary tables: pure, fast) ---------------------------------------
+
+
+def _row(suite, platform, isolation, deployment, mean, op, payload=None, status="ok"):
+    return {"suite": suite, "platform": platform, "backend": "process", "isolation": isolation,
+            "deployment": deployment, "payload": payload, "op": op, "status": status,
+            "mean_us": mean, "p50_us": mean / 2}
+
+
+def test_ratio_table(tmp_path):
+    from msdbench.figures.ratios import write
+
+    micro = pd.DataFrame([
+        _row("micro", "linux", "co-located", 1, 20.0, "poll", 0),
+        _row("micro", "linux", "isolated", 2, 26.0, "poll", 0),
+        _row("micro", "specialized", "co-located", 1, 0.5, "poll", 0),
+        _row("micro", "specialized", "isolated", 2, 36.5, "poll", 0),
+        _row("micro", "specialized", "isolated", 2, 99.0, "poll", 512),  # no co-located pair
+    ])
+    beps = pd.DataFrame([
+        _row("beps", p, iso, 2, mean, "create_user")
+        for p, scale in (("linux", 1.0), ("specialized", 0.5))
+        for iso, mean in (("co-located", 100.0 * scale), ("tiered", 150.0 * scale),
+                          ("isolated", 300.0 * scale))
+    ] + [_row("beps", "linux", "tiered", 2, 1.0, "publish", status="failed-check"),
+         _row("beps", "linux", "co-located", 2, 1.0, "publish")])
+    micro.to_parquet(tmp_path / "micro.parquet")
+    beps.to_parquet(tmp_path / "beps.parquet")
+    out = write(str(tmp_path / "ratios.csv"), [str(tmp_path / "micro.parquet"),
+                                               str(tmp_path / "beps.parquet")])
+    on_disk = pd.read_csv(tmp_path / "ratios.csv")
+    assert len(on_disk) == len(out)
+
+    def one(**where):
+        sub = out
+        for k, v in where.items():
+            sub = sub[sub[k] == v]
+        assert len(sub) == 1, (where, sub)
+        return sub.iloc[0]
+
+    r = one(suite="micro", comparison="isolation", platform="specialized")
+    assert r["ratio"] == 73.0 and r["paper_ratio"] == 73.0 and r["payload"] == 0
+    assert one(suite="micro", comparison="isolation", platform="linux")["ratio"] == 1.3
+    assert one(suite="micro", comparison="platform", isolation="co-located")["ratio"] == 0.025
+    assert one(suite="beps", comparison="isolation", platform="linux", isolation="tiered")["ratio"] == 1.5
+    assert one(suite="beps", comparison="isolation", platform="specialized",
+               isolation="isolated")["ratio"] == 3.0
+    assert one(suite="beps", comparison="platform", isolation="tiered")["ratio"] == 0.5
+    # a cell that failed its check is never a ratio's numerator or denominator
+    assert not ((out["op"] == "publish") & (out["comparison"] == "isolation")).any()
