@@ -67,11 +67,16 @@ def cmd_measure(a) -> int:
     return 0
 
 
-def cmd_stamp(a) -> int:
-    from msdbench.stamp import write_stamp
+def cmd_image(a) -> int:
+    if a.backend == "process":
+        from msdbench.stamp import write_stamp
 
-    write_stamp(a.out)
-    return 0
+        write_stamp(a.out)
+        return 0
+    from msdbench.backends import docker_image
+
+    return docker_image.main(["--stamp", a.out] + (["--docker-host", a.docker_host]
+                                                   if a.docker_host else []))
 
 
 def cmd_aggregate(a) -> int:
@@ -150,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docker-host")
     p.set_defaults(fn=cmd_measure)
 
-    p = sub.add_parser("stamp", help="(rule build_image, process backend) stamp the environment")
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_stamp)
+    p = sub.add_parser("image", help="(rule build_image) build or stamp what a backend runs")
+    p.add_argument("backend", choices=planning.BACKENDS)
+    p.add_argument("--out", required=True, help="the stamp (JSON) the cells depend on")
+    p.add_argument("--docker-host")
+    p.set_defaults(fn=cmd_image)
 
     p = sub.add_parser("aggregate", help="(rule aggregate) cells -> one summary table")
     p.add_argument("suite", choices=planning.SUITES)

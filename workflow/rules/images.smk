@@ -1,33 +1,21 @@
-# What the cells run in. The process backend's "image" is a stamp of the environment and of the
-# measured code: a change to either reruns the cells, and nothing else does.
+# What the cells run in: results/images/{backend}.json, on which every cell of that backend
+# depends. process: a stamp of the environment; docker: the image built without a registry (its
+# tag is a content hash) or, where the engine is unreachable, a stamp saying why (those cells are
+# then recorded as skipped). A change to the measured code or the dependencies reruns the cells.
 from msdbench.stamp import measured_files
 
 
-rule build_image_process:
+rule build_image:
     input:
         "pyproject.toml",
         [str(p) for p in measured_files()],
     output:
-        "results/images/process.json",
-    log:
-        "results/logs/images/process.log",
-    conda:
-        "../../envs/msdbench.yaml"
-    shell:
-        "msdbench stamp --out {output} > {log} 2>&1"
-
-
-rule build_image_docker:
-    input:
-        "pyproject.toml",
-        [str(p) for p in measured_files()],
-    output:
-        "results/images/docker.json",
+        "results/images/{backend}.json",
     params:
         host=f"--docker-host {DOCKER_HOST}" if DOCKER_HOST else "",
     log:
-        "results/logs/images/docker.log",
+        "results/logs/images/{backend}.log",
     conda:
         "../../envs/msdbench.yaml"
     shell:
-        "python -m msdbench.backends.docker_image {params.host} --stamp {output} > {log} 2>&1"
+        "msdbench image {wildcards.backend} --out {output} {params.host} > {log} 2>&1"
