@@ -162,7 +162,7 @@ def throughput_settings(config: dict, mode: str) -> dict:
     reruns the open-loop sweeps alone."""
     t = THROUGHPUT_DEFAULTS | (config.get("throughput") or {})
     sweep = {"mode": mode, "warmup_pairs": t["warmup_pairs"],
-             "point_deadline_s": t["point_deadline_s"]}
+             "point_deadline_s": t["point_deadline_s"], "quiet": t.get("quiet")}
     if mode == "closed":
         sweep.update(clients=t["clients"], pairs_per_client=t["pairs_per_client"],
                      duration_s=t["duration_s"])

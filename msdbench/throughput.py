@@ -54,6 +54,7 @@ from msdbench.metadata import config_hash, environment
 from msdbench.results import atomic_write_csv, atomic_write_json, atomic_write_parquet, summarize
 
 STATUS_OK, STATUS_LOST, STATUS_FAILED = "ok", "lost-data", "failed"
+STATUS_DISTURBED = "disturbed"  # other work on the host disturbed it; measured again
 PROBE_TIMEOUT_S = 5.0
 DEFAULT_AUTO = {"start": 1, "growth": 1.25, "max_clients": 32, "patience": 2, "min_gain": 0.03}
 MODES = ("closed", "open")
@@ -74,6 +75,7 @@ class SweepSettings:
     rates: list[float] = field(default_factory=list)
     open_duration_s: float = 2.0
     point_deadline_s: float = 120.0
+    quiet: dict | None = None           # {max_unaccounted, wait_s, retries}; None = off
 
     @classmethod
     def from_settings(cls, s: dict) -> "SweepSettings":
@@ -410,14 +412,50 @@ def _schedule(st: SweepSettings):
     return auto(), feed
 
 
+def _other_load(seconds: float = 1.0) -> float | None:
+    """CPUs of this host kept busy by others while nothing of ours runs (between points)."""
+    a = _host_cpu()
+    time.sleep(seconds)
+    load = _host_load(a, _host_cpu(), 0.0, seconds)
+    return load["unaccounted_util"] if load else None
+
+
+def _wait_quiet(quiet: dict, log) -> float | None:
+    """Before a point: wait up to quiet["wait_s"] for the host's other load to drop below
+    quiet["max_unaccounted"]; returns the last load seen."""
+    deadline = time.monotonic() + float(quiet.get("wait_s", 30))
+    load = _other_load()
+    while load is not None and load > quiet["max_unaccounted"] and time.monotonic() < deadline:
+        log(f"  waiting for a quiet host: other work keeps {load:.2f} CPUs busy")
+        time.sleep(2)
+        load = _other_load()
+    return load
+
+
 def sweep(dep: Deployment, st: SweepSettings, on_point=None, log=print):
+    """Run the schedule's points on one deployment. With `quiet` set, each point first waits
+    (a while) for the host to be free of other work, and a point that other work disturbed
+    anyway (unaccounted CPU above the threshold) is run again, up to `retries` times: the
+    disturbed attempts are kept, marked `disturbed`, and left out of the curve."""
     points, frames = [], []
     schedule, feed = _schedule(st)
-    behind = 0
-    for index, (clients, rate) in enumerate(schedule):
-        point, f = run_point(dep, st, index, clients, rate, on_point)
-        points.append(point)
-        frames += f
+    behind, index, quiet = 0, 0, st.quiet
+    for clients, rate in schedule:
+        for attempt in range(1 + (int(quiet.get("retries", 0)) if quiet else 0)):
+            before = _wait_quiet(quiet, log) if quiet else None
+            point, f = run_point(dep, st, index, clients, rate, on_point)
+            point["attempt"], point["other_load_before"] = attempt, before
+            points.append(point)
+            frames += f
+            index += 1
+            unaccounted = (point.get("host") or {}).get("unaccounted_util")
+            if (quiet and point["status"] == STATUS_OK and unaccounted is not None
+                    and unaccounted > quiet["max_unaccounted"]
+                    and attempt < int(quiet.get("retries", 0))):
+                point["status"] = STATUS_DISTURBED
+                log(one_point_line(point) + " (run again)")
+                continue
+            break
         feed(point)
         log(one_point_line(point))
         if point["status"] == STATUS_FAILED:
@@ -449,6 +487,7 @@ def summarize_sweep(points: list[dict], st: SweepSettings) -> dict:
     # rising, and its "knee" is only its last point).
     out["saturated"] = (st.mode == "closed" and out["knee_clients"] is not None
                         and good[-1]["clients"] != out["knee_clients"])
+    out["disturbed_attempts"] = sum(p["status"] == STATUS_DISTURBED for p in points)
     out["lost_data_points"] = [p["index"] for p in points if p["status"] == STATUS_LOST]
     # A failed point's census is not decisive (calls were in flight when it failed): it is
     # recorded with the point, but only a completed point can prove data lost.
@@ -530,7 +569,7 @@ TABLE_ORDER = [
     "service_p99_us", "client_p99_min_us", "client_p99_max_us", "client_rps_min",
     "client_rps_max", "server_cpu_util", "server_cpu_us_per_call", "client_cpu_util",
     "busiest_domain", "busiest_domain_util", "domain_cpu_s", "domain_util", "domain_rss_mb",
-    "host_busy", "unaccounted_cpu_util",
+    "host_busy", "unaccounted_cpu_util", "other_load_before", "attempt",
     "lost_users", "census_checked", "failure", "last_good_clients", "log_tail", "config_hash",
     "git_revision"]
 
@@ -557,6 +596,8 @@ def table_rows(meta_path: str | Path) -> list[dict]:
                                             "rps_sum_clients", "completed", "call_errors",
                                             "wall_s")}
         row["point"] = row.pop("index")
+        row["attempt"] = p.get("attempt", 0)
+        row["other_load_before"] = p.get("other_load_before")
         lat = p.get("latency", {})
         row.update({k: lat.get(k) for k in ("n", "mean_us", "sd_us", "p50_us", "p90_us",
                                              "p99_us", "p99.9_us", "max_us")})
@@ -676,6 +717,9 @@ def cli_main(action: str, argv: list[str]) -> int:
         ap.add_argument("--pinning", choices=tuple(planning.PINNINGS))
         ap.add_argument("--workers", type=int)
         ap.add_argument("--point-deadline", type=float)
+        ap.add_argument("--quiet", type=float, metavar="CPUS",
+                        help="shared host: wait for other work below CPUS before each point "
+                             "(up to 60 s) and rerun a point it disturbed (up to 2 times)")
         ap.add_argument("--docker-host")
         ap.add_argument("--out", help="directory for sweep.parquet, sweep.json, table.csv")
     elif action == "measure":
@@ -722,6 +766,8 @@ def cli_main(action: str, argv: list[str]) -> int:
                        ("open_clients", a.open_clients), ("point_deadline_s", a.point_deadline)):
         if value is not None:
             t[key] = value
+    if a.quiet:
+        t["quiet"] = {"max_unaccounted": a.quiet, "wait_s": 60, "retries": 2}
     if a.duration is not None:
         t["duration_s" if a.mode == "closed" else "open_duration_s"] = a.duration
     for key in ("pinning", "workers"):

@@ -75,6 +75,27 @@ def test_auto_sweep_stops_two_points_after_the_knee(monkeypatch):
     assert (sw["knee_clients"], sw["peak_clients"], sw["saturated"]) == (4, 5, True)
 
 
+def test_a_point_disturbed_by_other_work_is_measured_again(monkeypatch):
+    import msdbench.throughput as tp
+
+    loads = iter([0.9, 0.05, 0.05])  # the first attempt at 1 client was disturbed
+
+    def fake_point(dep, st, index, clients, rate=None, on_point=None):
+        return {"index": index, "clients": clients, "offered_rps": None, "status": STATUS_OK,
+                "rps": 1000.0 * clients, "completed": 1, "wall_s": 1.0, "latency": {},
+                "domains": {}, "census": {"ok": True},
+                "host": {"unaccounted_util": next(loads)}}, []
+
+    monkeypatch.setattr(tp, "run_point", fake_point)
+    monkeypatch.setattr(tp, "_other_load", lambda seconds=1.0: 0.0)
+    st = tp.SweepSettings(clients=[1, 2], quiet={"max_unaccounted": 0.3, "retries": 2})
+    points, _ = tp.sweep(None, st, log=lambda _: None)
+    assert [(p["clients"], p["attempt"], p["status"]) for p in points] == [
+        (1, 0, tp.STATUS_DISTURBED), (1, 1, STATUS_OK), (2, 0, STATUS_OK)]
+    assert [p["index"] for p in points] == [0, 1, 2]
+    assert tp.summarize_sweep(points, st)["disturbed_attempts"] == 1
+
+
 # -- config --------------------------------------------------------------------------------------
 
 def test_default_config_expands_throughput_sweeps():

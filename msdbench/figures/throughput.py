@@ -31,11 +31,28 @@ def _empty(ax, text: str) -> None:
 
 def _notes(df: pd.DataFrame) -> list[str]:
     notes = []
-    for r in df[df["status"] != "ok"].itertuples():
+    for r in df[~df["status"].isin(["ok", "disturbed"])].itertuples():
         what = f"{r.isolation}/{r.platform} {r.clients} clients"
         if r.mode == "open" and pd.notna(r.offered_rps):
             what += f" at {r.offered_rps:g} rps"
         notes.append(f"{what}: {r.status}: {str(r.failure).splitlines()[0][:110]}")
+    return notes
+
+
+def _disturbed(df: pd.DataFrame) -> list[str]:
+    """A note when the host was busy with work that is not ours during the points."""
+    notes = []
+    if "status" in df and (df["status"] == "disturbed").any():
+        notes.append(f"{int((df['status'] == 'disturbed').sum())} point(s) disturbed by other "
+                     "work on the host were measured again (kept in the table, not drawn)")
+    shown = df[df["status"] == "ok"] if "status" in df else df
+    if "unaccounted_cpu_util" not in shown or shown["unaccounted_cpu_util"].dropna().empty:
+        return notes
+    worst = float(shown["unaccounted_cpu_util"].max())
+    if worst >= 0.25:
+        notes.append(f"caution: other work kept up to {worst:.2f} CPUs of this host busy during "
+                     f"some drawn points (median {shown['unaccounted_cpu_util'].median():.2f}; "
+                     "column unaccounted_cpu_util)")
     return notes
 
 
@@ -90,11 +107,11 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
         for ax in (server, client):
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)
-    notes = _notes(df)
+    notes = _disturbed(df) + _notes(df)
     title = ("BEPS throughput against concurrent clients (create_user/delete_user pairs; "
              "filled * = knee, open * = no knee within the sweep)")
     if notes:
-        title += "\n" + "\n".join(notes[:4])
+        title += "\n" + "\n".join(notes[:5])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save(fig, png, pdf)
@@ -134,10 +151,10 @@ def plot_latency(table: pd.DataFrame, png: str, pdf: str) -> None:
         left.set_title(f"open loop, {clients} clients at a fixed rate (no coordinated omission)",
                        fontsize=9)
         right.set_title("throughput kept up", fontsize=9)
-    notes = _notes(df)
+    notes = _disturbed(df) + _notes(df)
     title = "BEPS latency against offered load (create_user/delete_user)"
     if notes:
-        title += "\n" + "\n".join(notes[:4])
+        title += "\n" + "\n".join(notes[:5])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save(fig, png, pdf)

@@ -888,60 +888,6 @@ def _serve_main(args) -> None:
         server.close()
 
 
-def _tcp_echo_main(args) -> None:
-    _pin(args.cpu)
-    lst = socket.create_server(("127.0.0.1", 0))
-    print(lst.getsockname()[1], flush=True)
-    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-    while True:
-        conn, _ = lst.accept()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_tcp_echo_conn, args=(conn,), daemon=True).start()
-
-
-def _tcp_echo_conn(conn: socket.socket) -> None:
-    """Length-prefixed echo: one recv_into (usually) and one sendall per message."""
-    buf = bytearray(4 << 20)
-    mv = memoryview(buf)
-    recv_into, sendall = conn.recv_into, conn.sendall
-    while True:
-        got = 0
-        need = 4
-        while got < need:
-            r = recv_into(mv[got:])
-            if not r:
-                return
-            got += r
-            if got >= 4:
-                need = 4 + _LEN.unpack_from(buf)[0]
-        sendall(mv[:need])
-
-
-class _TcpEchoClient:
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(None)
-        self.buf = bytearray(4 << 20)
-        self.mv = memoryview(self.buf)
-
-    def call(self, message: bytes) -> int:
-        """`message` already carries its 4-byte length prefix (built once, outside the timing)."""
-        self.sock.sendall(message)
-        mv, recv_into, got, need = self.mv, self.sock.recv_into, 0, 4
-        while got < need:
-            r = recv_into(mv[got:])
-            if not r:
-                raise ConnectionError("echo server closed")
-            got += r
-            if got >= 4:
-                need = 4 + _LEN.unpack_from(self.buf)[0]
-        return got
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def _spawn(argv: list[str]) -> tuple[object, str]:
     import subprocess
 
@@ -982,6 +928,8 @@ def bench(sizes=(0, 8192), n: int = 10000, cpu: int = 0, server_cpu: int | None 
     """
     from array import array
 
+    from msdbench.echo import EchoClient, frame
+
     server_cpu = cpu if server_cpu is None else server_cpu
     before = os.sched_getaffinity(0)
     procs = []
@@ -993,11 +941,11 @@ def bench(sizes=(0, 8192), n: int = 10000, cpu: int = 0, server_cpu: int | None 
         procs.append(tcp_proc)
         _pin(cpu)
         shm = ShmClient(address, spin_us=spin_us)
-        tcp = _TcpEchoClient(int(port))
+        tcp = EchoClient(int(port))
         rows = []
         for size in sizes:
             payload = os.urandom(size)
-            framed = _LEN.pack(size) + payload
+            framed = frame(payload)
             if shm.call(payload) != payload or tcp.call(framed) != len(framed):
                 raise RuntimeError("echo mismatch")
             calls = {"shm": (shm.call, payload), "tcp": (tcp.call, framed)}
@@ -1058,7 +1006,11 @@ def _main(argv: list[str] | None = None) -> None:
     if args.cmd == "serve":
         _serve_main(args)
     elif args.cmd == "tcp-echo":
-        _tcp_echo_main(args)
+        from msdbench.echo import start_server
+
+        _pin(args.cpu)
+        print(start_server().getsockname()[1], flush=True)
+        sys.stdin.read()  # serve until the parent closes our stdin
     else:
         rows = bench(tuple(int(x) for x in args.sizes.split(",")), args.n, args.cpu,
                      args.server_cpu, args.spin_us)

@@ -24,7 +24,7 @@ Semantics, as over TCP (thrift_tcp.Processor):
 * `client.sock` is the channel's setup socket: `thrift_tcp.Deadline.watch(client.sock)` bounds a
   stuck run (shutting it down makes a blocked call raise PeerDied).
 
-The hot path is lean on purpose (profiled with py-spy; measured by scripts/bench_platforms.py).
+The hot path is lean on purpose (profiled with py-spy; measured by `msdbench bench`).
 Client: each IDL method is a closure over what it needs, looked up once; the call header is
 precomputed bytes, the args and result structs are reused (reset with one dict update), the reply
 header is checked by prefix and skipped instead of parsed; no TClient __getattr__ or
