@@ -14,8 +14,8 @@ include: "workflow/rules/images.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/throughput.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

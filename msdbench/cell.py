@@ -66,6 +66,7 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
         atomic_write_json(meta_path, meta)
         return meta
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["start_ns"] = time.time_ns()
     t0 = time.monotonic()
     with interrupts_unwind(), backend.up(manifest) as dep:
         meta["bring_up_s"] = round(time.monotonic() - t0, 3)
@@ -79,6 +80,7 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
         meta["backend_info"] = backend.describe()
         meta["manifest"] = dep.manifest.to_dict()
     meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["end_ns"] = time.time_ns()
     meta["wall_s"] = round(time.monotonic() - t0, 3)
     samples = result.pop("samples")
     meta["driver"] = {k: v for k, v in result.items() if k != "client_affinity"}

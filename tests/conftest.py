@@ -45,7 +45,8 @@ def workflow_copy(tmp_path):
     test's snakemake run writes its own results/ and .snakemake/."""
     # The package is copied too (and put first on PYTHONPATH by `snakemake()`), so that the run
     # measures a fixed snapshot of the code even while the working tree changes.
-    for name in ("Snakefile", "workflow", "scripts", "config", "pyproject.toml", "envs", "msdbench"):
+    for name in ("Snakefile", "workflow", "profiles", "scripts", "config", "pyproject.toml", "envs",
+                 "msdbench"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, tmp_path / name, symlinks=True,

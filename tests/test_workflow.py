@@ -1,5 +1,6 @@
 """The real snakemake on a tiny matrix: tables and figures, no-op rerun, incremental rerun, lint."""
 
+import json
 import re
 
 import pandas as pd
@@ -46,6 +47,12 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     assert len(micro) == 4 and set(micro["status"]) == {"ok"} and (micro["n"] == 50).all()
     for col in ("mean_us", "sd_us", "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us"):
         assert micro[col].notna().all()
+    # Measurements never overlapped, though snakemake had 2 cores (the profile's testbed=1).
+    assert "Using workflow specific profile profiles/default" in out
+    spans = sorted((m["start_ns"], m["end_ns"]) for m in
+                   (json.loads(p.read_text()) for p in (wd / "results/raw").rglob("*.json")))
+    assert len(spans) == 5
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     beps = pd.read_csv(wd / "results/tables/beps.csv")
     assert set(beps["op"]) == {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"}
     assert set(beps["status"]) == {"ok"}

@@ -69,7 +69,7 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
             _empty(server, "")
             _empty(client, "")
             continue
-        for label, iso, platform, g in _lines(sub):
+        for k, (label, iso, platform, g) in enumerate(_lines(sub)):
             color, ls = COLORS.get(iso, "gray"), STYLES.get(platform, ":")
             ok = g[g["status"] == "ok"]
             top.plot(ok["clients"], ok["rps"], ls, marker="o", ms=4, color=color, label=label)
@@ -83,7 +83,7 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
                 text = (f"knee {r.clients}: {r.rps:,.0f}" if saturated
                         else f"still rising at {r.clients}: {r.rps:,.0f}")
                 top.annotate(text, (r.clients, r.rps), textcoords="offset points",
-                             xytext=(6, 6), fontsize=7, color=color)
+                             xytext=(6, 6 + 9 * (k % 3)), fontsize=7, color=color)
             lost = g[g["status"] == "lost-data"]
             top.plot(lost["clients"], lost["rps"], "o", ms=9, mfc="none", mec="red", mew=1.5)
             for r in g[g["status"] == "failed"].itertuples():

@@ -1,6 +1,7 @@
 # The paper's figures, from the summary tables only. Each suite's figure is drawn on its own (so a
 # change redraws only the figures that read it) under results/plots/, then gathered into
 # results/figures/, the directory users ask for: `snakemake --cores 4 results/figures/`.
+# (The throughput figures come from workflow/rules/throughput.smk, included before this file.)
 
 
 rule plot:
@@ -21,7 +22,7 @@ rule plot:
 
 rule figures:
     input:
-        [f for s in SUITES for f in figure_files(s)],
+        [f for s in SUITES for f in figure_files(s)] + THROUGHPUT_FIGURES,
     output:
         directory("results/figures"),
     log:

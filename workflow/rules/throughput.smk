@@ -87,14 +87,3 @@ rule plot_throughput:
     shell:
         "python scripts/plot_throughput.py {input} {output.png} {output.pdf}"
         " {output.latency_png} {output.latency_pdf} > {log} 2>&1"
-
-
-# results/figures/ (rule figures, figures.smk) gathers the suites' plots; this variant gathers the
-# throughput figures too, and wins over it. (Folding THROUGHPUT_FIGURES into rule figures' input
-# in figures.smk would make this unnecessary.)
-use rule figures as figures_with_throughput with:
-    input:
-        [f for s in SUITES for f in figure_files(s)] + THROUGHPUT_FIGURES,
-
-
-ruleorder: figures_with_throughput > figures
