@@ -59,6 +59,27 @@ def serve(cpu: int | None) -> None:
 # ------------------------------------------------------------------------------------ client
 
 
+def sample_interleaved(paths: dict, n: int, warmup: int, block: int = 1000) -> dict:
+    """{name: (fn, arg)} -> {name: array of n round trips (ns)}, the paths sampled in alternating
+    blocks so that drift of a noisy machine hits all of them alike."""
+    now = time.perf_counter_ns
+    for fn, arg in paths.values():
+        for _ in range(warmup):
+            fn(arg)
+    samples = {k: array("q") for k in paths}
+    done = 0
+    while done < n:
+        m = min(block, n - done)
+        for name, (fn, arg) in paths.items():
+            out = samples[name]
+            for _ in range(m):
+                t0 = now()
+                fn(arg)
+                out.append(now() - t0)
+        done += m
+    return samples
+
+
 def _pct(samples, q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(len(s) * q))] / 1000
@@ -95,20 +116,7 @@ def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int) -> list[dict]:
             paths = {"direct": (direct.poll, payload), "shm": (shm.poll, payload),
                      "thrift-tcp": (tcp.poll, payload), "tcp-echo": (echo.call, framed),
                      "shm-echo": (raw.call, payload)}
-            for fn, arg in paths.values():
-                for _ in range(warmup):
-                    fn(arg)
-            samples = {k: array("q") for k in paths}
-            block, done = 1000, 0
-            while done < n:
-                m = min(block, n - done)
-                for name, (fn, arg) in paths.items():
-                    out = samples[name]
-                    for _ in range(m):
-                        t0 = now()
-                        fn(arg)
-                        out.append(now() - t0)
-                done += m
+            samples = sample_interleaved(paths, n, warmup)
             # the timer's own cost, to read the direct call's number against
             empty = array("q")
             for _ in range(n):

@@ -87,11 +87,11 @@ def cmd_aggregate(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from msdbench.config import load, matrix
+    from msdbench.config import load, matrix, throughput_matrix
 
     config = load(a.config)
-    jobs = matrix(config)
-    print(f"{a.config}: valid; {len(jobs)} cells")
+    jobs = matrix(config) + throughput_matrix(config)
+    print(f"{a.config}: valid; {len(jobs)} cells (a throughput cell is one sweep)")
     for j in jobs:
         print("  " + j.label)
     return 0

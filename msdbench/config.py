@@ -133,11 +133,9 @@ THROUGHPUT_DEFAULTS = {"pinning": "split", "clients": [1, 2, 4, 8], "pairs_per_c
 
 
 @dataclass(frozen=True)
-class ThroughputJob:
+class ThroughputJob(Job):
     """One throughput sweep: a BEPS manifest (deployment 2) and its sweep settings."""
-    mode: str
-    cell: Cell
-    settings_json: str
+    mode: str = "closed"
 
     @property
     def suite_key(self) -> str:
@@ -147,14 +145,6 @@ class ThroughputJob:
     def stem(self) -> str:
         c = self.cell
         return f"throughput/{self.mode}/{c.platform}/{c.backend}/{c.isolation}"
-
-    @property
-    def label(self) -> str:
-        return self.stem.replace("/", " ")
-
-    @property
-    def settings(self) -> dict:
-        return json.loads(self.settings_json)
 
 
 def throughput_settings(config: dict, mode: str) -> dict:
@@ -189,5 +179,5 @@ def throughput_matrix(config: dict) -> list[ThroughputJob]:
                     isolations = t["open"]["isolations"]
                 for iso in isolations:
                     cell = Cell("beps", platform, backend, iso, THROUGHPUT_DEPLOYMENT)
-                    jobs.append(ThroughputJob(mode, cell, settings))
+                    jobs.append(ThroughputJob(cell, settings, mode))
     return jobs

@@ -68,3 +68,28 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
     return r
+
+
+def copy_project(dest: Path) -> Path:
+    """What a container image is built from (pyproject, README, the package), copied, so that
+    edits made while a test runs cannot race its build."""
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "msdbench", dest / "msdbench",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A client of the Docker Engine; the test is skipped, with the reason, where none answers."""
+    from msdbench.backends import docker_image as di
+
+    try:
+        client = di.connect()
+    except di.DockerUnavailable as exc:
+        pytest.skip(f"no reachable Docker Engine: {exc}")
+    yield client
+    client.close()

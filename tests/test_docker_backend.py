@@ -28,30 +28,17 @@ from msdbench.backends.base import BackendError
 from msdbench.cell import run_cell
 from msdbench.planning import Cell, plan
 
+from conftest import copy_project
+
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE = "tcp://127.0.0.1:9"
 
 
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md"):
-        if (ROOT / name).is_file():
-            shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "msdbench", dest / "msdbench", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dest
 
 
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def engine():
-    try:
-        client = di.connect()
-    except di.DockerUnavailable as exc:
-        pytest.skip(f"no reachable Docker Engine: {exc}")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from msdbench.backends import docker_image as di
+
+from conftest import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = (
@@ -24,13 +25,6 @@ CHECK = (
 )
 
 
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    if (ROOT / "README.md").is_file():
-        shutil.copy2(ROOT / "README.md", dest / "README.md")
-    shutil.copytree(ROOT / "msdbench", dest / "msdbench", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dest
 
 
 def run_in(client, image: str, cmd: list[str], timeout: int = 120) -> tuple[int, str]:
@@ -101,14 +95,6 @@ def test_cli_reports_an_unreachable_engine(capsys, tmp_path):
 # --- with the Docker Engine -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine():
-    try:
-        client = di.connect()
-    except di.DockerUnavailable as exc:
-        pytest.skip(f"no reachable Docker Engine: {exc}")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

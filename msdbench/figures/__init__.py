@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only; no display on testbeds
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from msdbench.results import atomic_write_text  # noqa: E402
+from msdbench.results import atomic_write_bytes  # noqa: E402
 
 
 def good_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -27,11 +27,5 @@ def save(fig, png: str, pdf: str) -> None:
     for path, fmt in ((png, "png"), (pdf, "pdf")):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-        _write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    from msdbench.results import _atomic
-
-    _atomic(path, lambda f: f.write(data))

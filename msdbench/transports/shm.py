@@ -926,8 +926,7 @@ def bench(sizes=(0, 8192), n: int = 10000, cpu: int = 0, server_cpu: int | None 
     `ratio_to_tcp` (shm median / tcp median). Samples of the two transports are taken in
     alternating blocks so that drift of the machine hits both alike.
     """
-    from array import array
-
+    from msdbench.bench import sample_interleaved
     from msdbench.echo import EchoClient, frame
 
     server_cpu = cpu if server_cpu is None else server_cpu
@@ -949,22 +948,7 @@ def bench(sizes=(0, 8192), n: int = 10000, cpu: int = 0, server_cpu: int | None 
             if shm.call(payload) != payload or tcp.call(framed) != len(framed):
                 raise RuntimeError("echo mismatch")
             calls = {"shm": (shm.call, payload), "tcp": (tcp.call, framed)}
-            samples = {k: array("q") for k in calls}
-            for name, (fn, arg) in calls.items():
-                for _ in range(warmup):
-                    fn(arg)
-            block = max(1, min(n, 1000))
-            now = time.perf_counter_ns
-            done = 0
-            while done < n:
-                m = min(block, n - done)
-                for name, (fn, arg) in calls.items():
-                    out = samples[name]
-                    for _ in range(m):
-                        t0 = now()
-                        fn(arg)
-                        out.append(now() - t0)
-                done += m
+            samples = sample_interleaved(calls, n, warmup)
             med = {}
             for name in calls:
                 p50, p99 = _summary(samples[name])
