@@ -42,9 +42,10 @@ def test_cell_samples_and_metadata(tmp_path, no_leftovers, isolation, deployment
     assert on_disk["start"] <= on_disk["end"]
 
 
-def test_failed_cell_writes_nothing(tmp_path, no_leftovers):
-    """A stuck service: the cell deadline ends the run with an error, no output files remain."""
-    m = plan(Cell("micro", "linux", "process", "isolated", 2, 0), {"requests": 100, "warmup": 0})
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+def test_stuck_service_is_ended_by_the_deadline(no_leftovers, platform):
+    """Alive but stuck (no transport can tell): the cell deadline cuts the link (TCP or shm)."""
+    m = plan(Cell("micro", platform, "process", "isolated", 2, 0), {"requests": 100, "warmup": 0})
     with ProcessBackend().up(m) as dep:
         dep.set_fault("poll", "hang", 1)
         t0 = time.monotonic()
