@@ -60,9 +60,10 @@ def cmd_measure(a) -> int:
     from msdbench.manifest import Manifest
     from msdbench.summary import one_line
 
-    run_cell(Manifest.load(a.manifest), a.raw, a.meta,
-             {"docker_host": a.docker_host} if a.docker_host else None,
-             workdir=tempfile.mkdtemp(prefix="msdbench-cell-"))
+    # The domains' logs live in the work dir while the cell runs; a failure quotes their tails.
+    with tempfile.TemporaryDirectory(prefix="msdbench-cell-") as workdir:
+        run_cell(Manifest.load(a.manifest), a.raw, a.meta,
+                 {"docker_host": a.docker_host} if a.docker_host else None, workdir=workdir)
     print(one_line(a.meta))
     return 0
 
