@@ -751,24 +751,10 @@ def _default_project_root() -> Path:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write data as JSON to path through a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a stamp is an ordinary file
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """The stamp, written as every result is (msdbench.results: temp file, fsync, rename, 0644)."""
+    from msdbench.results import atomic_write_json
+
+    atomic_write_json(path, data)
 
 
 def main(argv: list[str] | None = None) -> int:

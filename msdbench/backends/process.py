@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import select
 import signal
@@ -14,16 +14,10 @@ from pathlib import Path
 
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.domain import CONTROL_LINE
+from msdbench.lifetime import die_with_parent, exit_status
 from msdbench.manifest import Manifest
 
 START_TIMEOUT_S = 30.0
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: if the harness dies, even by SIGKILL, the kernel ends the domain
-    too, so no service outlives the cell that started it."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ProcessBackend(Backend):
@@ -48,7 +42,8 @@ class ProcessBackend(Backend):
         proc = subprocess.Popen(
             [sys.executable, "-m", "msdbench.domain", "--manifest", str(mpath), "--domain", domain],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_die_with_parent, start_new_session=True)
+            # No service outlives the cell that started it, even if the harness is SIGKILLed.
+            preexec_fn=functools.partial(die_with_parent, os.getpid()), start_new_session=True)
         log.close()
         handle = DomainHandle(domain, "", proc)
         handle.log_path = log_path
@@ -74,10 +69,7 @@ class ProcessBackend(Backend):
                            f"--- last lines of its log ---\n{self.log_tail(h)}")
 
     def exit_status(self, h: DomainHandle) -> str | None:
-        rc = h.native.poll()
-        if rc is None:
-            return None
-        return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+        return exit_status(h.native.poll())
 
     def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
         try:

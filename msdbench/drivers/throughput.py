@@ -39,7 +39,6 @@ culprit.
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import math
 import os
@@ -52,12 +51,13 @@ import tempfile
 import time
 import traceback
 
+from msdbench.lifetime import die_with_parent, exit_status
+
 CLOCK = time.monotonic_ns  # CLOCK_MONOTONIC: comparable between the processes of one host
 READY_TIMEOUT_S = 60.0
 CENSUS_TIMEOUT_S = 5.0
 OP_CREATE, OP_DELETE = 0, 1
 OPS = {OP_CREATE: "create_user", OP_DELETE: "delete_user"}
-PR_SET_PDEATHSIG = 1
 
 
 # -- raw samples travel as base64'd little-endian arrays ----------------------------------------
@@ -73,20 +73,6 @@ def unpack(d: dict):
     import numpy as np
 
     return np.frombuffer(base64.b64decode(d["b64"]), dtype=np.dtype(d["dtype"]))
-
-
-def _exit_status(rc: int | None) -> str | None:
-    if rc is None:
-        return None
-    return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
-
-
-def _die_with_parent(parent: int) -> None:
-    """If our parent ends, even by SIGKILL, the kernel ends us too (the check after prctl closes
-    the race with a parent that ended before it took effect)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(3)
 
 
 # -- the driver (a thread of the client domain) -------------------------------------------------
@@ -164,7 +150,7 @@ def run(spec: dict, connect) -> dict:
         else:
             why = ("the coordinator was still running at the point's deadline: killed"
                    if out is None else f"the coordinator gave no result "
-                                       f"({_exit_status(proc.returncode)})")
+                                       f"({exit_status(proc.returncode)})")
             result.update(ok=False, results=[],
                           failures=[{"client": None, "error": why, "stderr_tail": stderr_tail}])
         if not result.get("ok", False) and stderr_tail:
@@ -194,7 +180,7 @@ class _Child:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 os.dup2(devnull, 0)
                 os.dup2(devnull, 1)  # the coordinator's stdout carries its result alone
-                _die_with_parent(parent)
+                die_with_parent(parent)
                 code = _worker(spec, to_r, from_w)
             except BaseException:
                 traceback.print_exc()
@@ -234,7 +220,7 @@ class _Child:
             pid, st = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.rc = os.waitstatus_to_exitcode(st)
-        return _exit_status(self.rc)
+        return exit_status(self.rc)
 
     def kill(self) -> None:
         if self.rc is None:
@@ -324,7 +310,7 @@ def coordinate(spec: dict) -> dict:
 def coordinator_main() -> int:
     parent = os.environ.get("MSDBENCH_PARENT_PID")
     if parent:
-        _die_with_parent(int(parent))
+        die_with_parent(int(parent))
     spec = json.loads(sys.stdin.readline())
     # Everything a worker needs, imported once before the forks.
     import importlib

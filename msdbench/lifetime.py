@@ -1,0 +1,25 @@
+"""Processes the harness starts must not outlive it, even when it dies by SIGKILL."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Call in the child (e.g. as preexec_fn, or right after fork): when `parent` ends, the kernel
+    sends this process SIGKILL. The check after prctl closes the race with a parent that ended
+    before the request took effect."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(3)
+
+
+def exit_status(rc: int | None) -> str | None:
+    """How a child ended, from its return code (negative: the signal that ended it)."""
+    if rc is None:
+        return None
+    return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
