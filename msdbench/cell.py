@@ -47,22 +47,23 @@ def driver_spec(m: Manifest) -> dict:
     return spec
 
 
-def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
-             backend_options: dict | None = None, workdir: str | Path | None = None,
-             faults: list[tuple[str, str, int]] = ()) -> dict:
-    """Measure one cell and write its two files; returns the metadata written.
+def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, measure,
+           cell: dict | None = None, empty_raw=None, backend_options: dict | None = None,
+           workdir: str | Path | None = None) -> dict:
+    """What every measurement shares: the record's header, a skipped record where the backend is
+    unavailable, bring-up and teardown (always), timing and placement, and the two files.
 
-    `faults` (service, fault, count) are armed after bring-up: fault injection, to show that the
-    cell's checks catch what they claim to (recorded in the metadata)."""
-    meta = {"cell": {k: getattr(manifest, k) for k in
-                     ("suite", "platform", "backend", "isolation", "deployment")},
+    `measure(dep, meta) -> DataFrame` runs on the deployment, adds its own fields to `meta`
+    (at least "status") and returns the raw rows. `cell` overrides the identity fields."""
+    meta = {"cell": cell or {k: getattr(manifest, k) for k in
+                             ("suite", "platform", "backend", "isolation", "deployment")},
             "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
             "environment": environment()}
     backend = make_backend(manifest.backend, workdir, **(backend_options or {}))
     skip = getattr(backend, "unavailable_reason", lambda: None)()
     if skip:
         meta.update(status=STATUS_SKIPPED, reason=skip, manifest=manifest.to_dict())
-        atomic_write_parquet(raw_path, pd.DataFrame({"op": pd.Series(dtype=str)}))
+        atomic_write_parquet(raw_path, empty_raw)
         atomic_write_json(meta_path, meta)
         return meta
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -70,22 +71,38 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
     t0 = time.monotonic()
     with interrupts_unwind(), backend.up(manifest) as dep:
         meta["bring_up_s"] = round(time.monotonic() - t0, 3)
+        meta["placement"] = dep.placement()
+        meta["backend_info"] = backend.describe()
+        meta["manifest"] = dep.manifest.to_dict()
+        raw = measure(dep, meta)
+    meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["end_ns"] = time.time_ns()
+    meta["wall_s"] = round(time.monotonic() - t0, 3)
+    atomic_write_parquet(raw_path, raw)
+    atomic_write_json(meta_path, meta)
+    return meta
+
+
+def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
+             backend_options: dict | None = None, workdir: str | Path | None = None,
+             faults: list[tuple[str, str, int]] = ()) -> dict:
+    """Measure one latency cell and write its two files; returns the metadata written.
+
+    `faults` (service, fault, count) are armed after bring-up: fault injection, to show that the
+    cell's checks catch what they claim to (recorded in the metadata)."""
+
+    def measure(dep, meta):
         for service, fault, count in faults:
             dep.set_fault(service, fault, count)
         if faults:
             meta["faults_injected"] = [list(f) for f in faults]
         result = dep.run_driver(driver_spec(manifest))
-        meta["placement"] = dep.placement()
-        meta["placement"]["client_driver"] = {"affinity": result.get("client_affinity")}
-        meta["backend_info"] = backend.describe()
-        meta["manifest"] = dep.manifest.to_dict()
-    meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["end_ns"] = time.time_ns()
-    meta["wall_s"] = round(time.monotonic() - t0, 3)
-    samples = result.pop("samples")
-    meta["driver"] = {k: v for k, v in result.items() if k != "client_affinity"}
-    correct = result.get("correct", True)
-    meta["status"] = STATUS_OK if correct else STATUS_FAILED_CHECK
-    atomic_write_parquet(raw_path, samples_frame(samples))
-    atomic_write_json(meta_path, meta)
-    return meta
+        meta["placement"]["client_driver"] = {"affinity": result.pop("client_affinity", None)}
+        samples = result.pop("samples")
+        meta["driver"] = result
+        meta["status"] = STATUS_OK if result.get("correct", True) else STATUS_FAILED_CHECK
+        return samples_frame(samples)
+
+    return record(manifest, raw_path, meta_path, measure,
+                  empty_raw=pd.DataFrame({"op": pd.Series(dtype=str)}),
+                  backend_options=backend_options, workdir=workdir)

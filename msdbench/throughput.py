@@ -47,11 +47,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from msdbench.backends import make_backend
 from msdbench.backends.base import BackendError, Deployment
 from msdbench.manifest import Manifest
-from msdbench.metadata import config_hash, environment
-from msdbench.results import atomic_write_csv, atomic_write_json, atomic_write_parquet, summarize
+from msdbench.results import atomic_write_csv, atomic_write_parquet, summarize
 
 STATUS_OK, STATUS_LOST, STATUS_FAILED = "ok", "lost-data", "failed"
 STATUS_DISTURBED = "disturbed"  # other work on the host disturbed it; measured again
@@ -521,42 +519,26 @@ def run_sweep(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
 
     `on_point(deployment, point)`, if given, is called just before each point's clients start
     (tests use it to arm a fault or to kill a service mid-point)."""
-    from msdbench.cell import interrupts_unwind
+    from msdbench.cell import record
 
     st = SweepSettings.from_settings(manifest.settings)
-    meta = {"cell": {"suite": "throughput", "mode": st.mode, "platform": manifest.platform,
-                     "backend": manifest.backend, "isolation": manifest.isolation,
-                     "deployment": manifest.deployment},
-            "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
-            "environment": environment()}
-    backend = make_backend(manifest.backend, workdir, **(backend_options or {}))
-    skip = getattr(backend, "unavailable_reason", lambda: None)()
-    if skip:
-        meta.update(status="skipped", reason=skip, manifest=manifest.to_dict(), points=[])
-        atomic_write_parquet(raw_path, pd.DataFrame({"point": pd.Series(dtype="int32")}))
-        atomic_write_json(meta_path, meta)
-        return meta
-    meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    t0 = time.monotonic()
-    with interrupts_unwind(), backend.up(manifest) as dep:
-        meta["bring_up_s"] = round(time.monotonic() - t0, 3)
-        meta["placement"] = dep.placement()
-        meta["backend_info"] = backend.describe()
-        meta["manifest"] = dep.manifest.to_dict()
+
+    def measure(dep, meta):
         points, frames = sweep(dep, st, on_point, log)
-    meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["wall_s"] = round(time.monotonic() - t0, 3)
-    # where the clients ran: every worker's affinity as it reported it
-    meta["placement"]["client_workers"] = [list(a) for a in sorted(
-        {tuple(c["affinity"]) for p in points for c in p["per_client"]})]
-    meta["points"] = points
-    meta["sweep"] = summarize_sweep(points, st)
-    meta["status"] = STATUS_OK
-    raw = (pd.concat(frames, ignore_index=True) if frames
-           else pd.DataFrame({"point": pd.Series(dtype="int32")}))
-    atomic_write_parquet(raw_path, raw)
-    atomic_write_json(meta_path, meta)
-    return meta
+        # where the clients ran: every worker's affinity as it reported it
+        meta["placement"]["client_workers"] = [list(a) for a in sorted(
+            {tuple(c["affinity"]) for p in points for c in p["per_client"]})]
+        meta["points"] = points
+        meta["sweep"] = summarize_sweep(points, st)
+        meta["status"] = STATUS_OK
+        return pd.concat(frames, ignore_index=True) if frames else empty
+
+    empty = pd.DataFrame({"point": pd.Series(dtype="int32")})
+    cell = {"suite": "throughput", "mode": st.mode, "platform": manifest.platform,
+            "backend": manifest.backend, "isolation": manifest.isolation,
+            "deployment": manifest.deployment}
+    return record(manifest, raw_path, meta_path, measure, cell=cell, empty_raw=empty,
+                  backend_options=backend_options, workdir=workdir)
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -591,7 +573,7 @@ def table_rows(meta_path: str | Path) -> list[dict]:
     client_domain = next((x["domain"] for x in m.get("services", [])
                           if x["name"] == m.get("client")), "client")
     rows = []
-    for p in meta["points"]:
+    for p in meta.get("points", []):  # a skipped sweep has none
         row = base | {k: p.get(k) for k in ("index", "clients", "offered_rps", "status", "rps",
                                             "rps_sum_clients", "completed", "call_errors",
                                             "wall_s")}
@@ -671,7 +653,7 @@ def summary_lines(meta: dict) -> list[str]:
     head = f"throughput {c['mode']} {c['platform']}/{c['backend']} {c['isolation']}"
     if meta["status"] != STATUS_OK:
         return [f"{head}: {meta['status']} {meta.get('reason', '')}"]
-    lines = [one_point_line(p) for p in meta["points"]]
+    lines = [one_point_line(p) for p in meta.get("points", [])]
     if sw["peak_rps"] is None:
         tail = f"{head}: no good point"
     else:
