@@ -63,24 +63,36 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
     skip = getattr(backend, "unavailable_reason", lambda: None)()
     if skip:
         meta.update(status=STATUS_SKIPPED, reason=skip, manifest=manifest.to_dict())
-        atomic_write_parquet(raw_path, empty_raw)
-        atomic_write_json(meta_path, meta)
+        with interrupts_unwind():
+            write_pair(raw_path, empty_raw, meta_path, meta)
         return meta
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["start_ns"] = time.time_ns()
     t0 = time.monotonic()
-    with interrupts_unwind(), backend.up(manifest) as dep:
-        meta["bring_up_s"] = round(time.monotonic() - t0, 3)
-        meta["placement"] = dep.placement()
-        meta["backend_info"] = backend.describe()
-        meta["manifest"] = dep.manifest.to_dict()
-        raw = measure(dep, meta)
-    meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["end_ns"] = time.time_ns()
-    meta["wall_s"] = round(time.monotonic() - t0, 3)
-    atomic_write_parquet(raw_path, raw)
-    atomic_write_json(meta_path, meta)
+    with interrupts_unwind():
+        with backend.up(manifest) as dep:
+            meta["bring_up_s"] = round(time.monotonic() - t0, 3)
+            meta["placement"] = dep.placement()
+            meta["backend_info"] = backend.describe()
+            meta["manifest"] = dep.manifest.to_dict()
+            raw = measure(dep, meta)
+        meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        meta["end_ns"] = time.time_ns()
+        meta["wall_s"] = round(time.monotonic() - t0, 3)
+        write_pair(raw_path, raw, meta_path, meta)
     return meta
+
+
+def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> None:
+    """The samples, then the metadata (what marks a cell done); each whole or not at all. If
+    the second write fails or is interrupted, the first is removed again: a cell has both files
+    or neither."""
+    atomic_write_parquet(raw_path, raw)
+    try:
+        atomic_write_json(meta_path, meta)
+    except BaseException:
+        Path(raw_path).unlink(missing_ok=True)
+        raise
 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,

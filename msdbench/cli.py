@@ -61,9 +61,11 @@ def cmd_measure(a) -> int:
     from msdbench.summary import one_line
 
     # The domains' logs live in the work dir while the cell runs; a failure quotes their tails.
-    with tempfile.TemporaryDirectory(prefix="msdbench-cell-") as workdir:
+    # --workdir keeps them (and shows how each domain ended).
+    with tempfile.TemporaryDirectory(prefix="msdbench-cell-") as tmp:
         run_cell(Manifest.load(a.manifest), a.raw, a.meta,
-                 {"docker_host": a.docker_host} if a.docker_host else None, workdir=workdir)
+                 {"docker_host": a.docker_host} if a.docker_host else None,
+                 workdir=a.workdir or tmp)
     print(one_line(a.meta))
     return 0
 
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw", required=True, help="samples (.parquet), beside --meta")
     p.add_argument("--meta", required=True, help="metadata (.json)")
     p.add_argument("--docker-host")
+    p.add_argument("--workdir", help="keep the domains' logs here (default: a temp dir, removed)")
     p.set_defaults(fn=cmd_measure)
 
     p = sub.add_parser("image", help="(rule build_image) build or stamp what a backend runs")

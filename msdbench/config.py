@@ -41,6 +41,8 @@ def validate(config: dict) -> dict:
             msg = e.message
             if e.validator == "enum":
                 msg = f"{e.instance!r} is not allowed; allowed values: {e.validator_value}"
+            elif e.validator == "pattern":
+                msg = f"{e.instance!r} is not allowed; {e.schema.get('description', e.message)}"
             elif e.validator == "additionalProperties":
                 allowed = sorted(e.schema.get("properties", {}))
                 msg += f"; allowed keys: {allowed}"

@@ -29,6 +29,7 @@ from msdbench.transports import bindings
 from msdbench.transports.thrift_tcp import ThriftServer
 
 CONTROL_LINE = "MSDBENCH-CONTROL"
+STATE_LINE = "msdbench.domain"  # on stderr (the domain's log): up, stopped (why)
 
 
 class DomainRuntime:
@@ -166,6 +167,7 @@ class ControlHandler:
                            "wall_ns": time.monotonic_ns()})
 
     def shutdown(self):
+        self.rt.stop_reason = "shutdown by the harness"
         self.rt.stop.set()
 
 
@@ -179,18 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signalled = []
+
+    def on_signal(signum, frame):
+        signalled.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     manifest = Manifest.load(args.manifest)
     rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
     control = ThriftServer(idl.load("control").Control, args.bind, args.control_port)
     control.start(ControlHandler(rt))
-    print(f"{CONTROL_LINE} {args.advertise or args.bind}:{control.address[1]}", flush=True)
+    address = f"{args.advertise or args.bind}:{control.address[1]}"
+    print(f"{CONTROL_LINE} {address}", flush=True)
+    print(f"{STATE_LINE} {args.domain}: up, control at {address}", file=sys.stderr, flush=True)
     # A timeout keeps the main thread responsive to signals while it waits.
     while not stop.wait(1.0):
         pass
     control.close()
     rt.close()
+    # The log's last line says how the domain ended: by the harness's teardown, or by a signal.
+    why = getattr(rt, "stop_reason", None) or (signalled and signalled[0]) or "unknown"
+    print(f"{STATE_LINE} {args.domain}: stopped ({why})", file=sys.stderr, flush=True)
     return 0
 
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from msdbench.config import ConfigError, load, matrix, validate
+from msdbench.config import ConfigError, load, matrix, throughput_matrix, validate
 
 from conftest import ROOT
 
@@ -26,9 +26,46 @@ def broken(**changes):
     return c
 
 
-@pytest.mark.parametrize("config_files", ["config/config.yaml", "config/paper.yaml"])
-def test_shipped_configs_are_valid(config_files):
-    assert matrix(load(ROOT / config_files))
+def counts(jobs) -> dict:
+    out: dict = {}
+    for j in jobs:
+        out[j.suite_key] = out.get(j.suite_key, 0) + 1
+    return out
+
+
+@pytest.mark.parametrize("name", ["config/config.yaml", "config/paper.yaml", "config/docker.yaml"])
+def test_shipped_configs_expand_to_the_cells_they_promise(name):
+    c = load(ROOT / name)
+    per_backend = len(c["platforms"]) * len(c["backends"])
+    # micro: co-located runs as deployment 1, isolated as 2 (one pair each), times the payloads
+    expect = {"micro": per_backend * 2 * len(c["micro"]["payloads"]),
+              "beps": per_backend * len(c["beps"]["isolations"]) * len(c["beps"]["deployments"])}
+    t = c.get("throughput")
+    if t:
+        open_isos = (t.get("open") or {}).get("isolations") or t["isolations"]
+        expect["throughput"] = per_backend * sum(
+            len(t["isolations"] if mode == "closed" else open_isos) for mode in t["modes"])
+    assert counts(matrix(c) + throughput_matrix(c)) == expect
+    labels = [j.label for j in matrix(c) + throughput_matrix(c)]
+    assert len(set(labels)) == len(labels), "two cells share one output path"
+
+
+def test_paper_config_has_the_papers_sizes():
+    """Section 4 of the paper: 10,000 requests a micro cell, payloads up to 8 KiB; BEPS with 5
+    workers, 10,000 users, 500 active x 20 follows and 20 publishes of 280 bytes; fig 11 with
+    105,000 pairs a client after 50 warm-up pairs."""
+    c = load(ROOT / "config/paper.yaml")
+    assert c["micro"]["requests"] == 10_000
+    assert c["micro"]["payloads"] == [0, 512, 1024, 2048, 4096, 8192]
+    assert c["beps"]["workers"] == 5
+    w = c["beps"]["workload"]
+    assert (w["users"], w["active_users"], w["follows_per_user"], w["publishes_per_user"],
+            w["message_len"]) == (10_000, 500, 20, 20, 280)
+    t = c["throughput"]
+    assert t["pairs_per_client"] == 105_000 and t["warmup_pairs"] == 50
+    assert set(t["isolations"]) == {"co-located", "tiered", "isolated"}
+    # 2 platforms x 1 backend: 24 micro cells, 12 BEPS cells, 12 throughput sweeps
+    assert counts(matrix(c) + throughput_matrix(c)) == {"micro": 24, "beps": 12, "throughput": 12}
 
 
 @pytest.mark.parametrize("changes,expect", [
@@ -42,6 +79,18 @@ def test_shipped_configs_are_valid(config_files):
     ({"beps__workload__users": 1}, ["beps.workload.users", "minimum of 2"]),
     ({"micro__paylods": [1]}, ["micro", "paylods", "allowed keys"]),
     ({"beps__deployments": [1, 4]}, ["beps", "deployment: 4", "supported deployments: [1, 2]"]),
+    ({"backends": ["process", "vm"]}, ["backends[1]", "'vm'", "['process', 'docker']"]),
+    ({"backends": []}, ["backends", "non-empty"]),
+    ({"deadline_s": 0}, ["deadline_s", "minimum of 0"]),
+    ({"deadline_s": "soon"}, ["deadline_s", "'soon' is not of type 'number'"]),
+    ({"docker_host": 42}, ["docker_host", "42 is not of type 'string', 'null'"]),
+    ({"docker_host": "ftp://engine"}, ["docker_host", "'ftp://engine'", "tcp://", "ssh://"]),
+    ({"micro__payload_mode": "bytes"}, ["micro.payload_mode", "'bytes'", "['binary', 'list']"]),
+    ({"throughput__quiet": {"wait_s": 3}}, ["throughput.quiet", "'max_unaccounted' is a required"]),
+    ({"throughput__quiet": {"max_unaccounted": 0}},
+     ["throughput.quiet.max_unaccounted", "minimum of 0"]),
+    ({"throughput__quiet": {"max_unaccounted": 0.3, "loud": 1}},
+     ["throughput.quiet", "'loud'", "['max_unaccounted', 'retries', 'wait_s']"]),
 ])
 def test_bad_config_names_field_and_allowed(changes, expect):
     with pytest.raises(ConfigError) as e:

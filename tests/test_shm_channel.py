@@ -467,7 +467,8 @@ def test_in_process_server_close_frees_everything():
     threads_before = set(threading.enumerate())
     srv = ShmServer(handler, prefix(), slot_size=1024).start()
     c = ShmClient(srv.address)
-    assert c.call(os.urandom(5000)) is not None
+    req = os.urandom(5000)
+    assert c.call(req) == transform(req)
     srv.close()
     with pytest.raises(PeerDied):
         c.call(b"x")

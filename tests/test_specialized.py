@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pandas as pd
 import pytest
@@ -165,8 +164,14 @@ def test_micro_specialized_cell_produces_samples(tmp_path, no_leftovers, isolati
         assert edge["address"].endswith(".sock")  # the resolved manifest names the channel
     else:
         assert edge["address"] is None  # nothing to reach: the handler itself
-        # an in-domain call costs a Python call, not a round trip (generous bound: shared CPUs)
-        assert df.loc[~df["warmup"], "e2e_ns"].median() < 20_000
+        # an in-domain call is a Python call: the domain listens on its control port alone
+        import psutil
+
+        with ProcessBackend().up(m) as dep:
+            h = dep.handle_of("poll")
+            listening = [c.laddr.port for c in psutil.Process(h.native.pid).net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN]
+            assert listening == [int(h.control_address.rsplit(":", 1)[1])]
 
 
 @pytest.mark.parametrize("isolation", ["co-located", "tiered", "isolated"])
@@ -197,17 +202,15 @@ def test_beps_specialized_deployment_1_is_correct(tmp_path, no_leftovers):
 @pytest.mark.parametrize("isolation", ["tiered", "isolated"])
 def test_killed_peer_ends_the_run_with_an_error(isolation, no_leftovers):
     m = plan(Cell("beps", "specialized", "process", isolation, 2), {"workers": 2})
-    t0 = None
     with ProcessBackend().up(m) as dep:
         victim = dep.handle_of("userdb").native
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
-        t0 = time.monotonic()
         with pytest.raises(BackendError) as e:
-            dep.run_driver({"driver": "beps", "workload": SMALL, "deadline_s": 60})
-        elapsed = time.monotonic() - t0
-    assert elapsed < 15, f"the dead peer was noticed only after {elapsed:.1f} s"
+            # a long deadline: the dead peer must be noticed by the channel, not by the deadline
+            dep.run_driver({"driver": "beps", "workload": SMALL, "deadline_s": 600})
     assert "PeerDied" in str(e.value) or "gone" in str(e.value), str(e.value)
+    assert "deadline" not in str(e.value), str(e.value)
     assert not domain_processes()
 
 
@@ -223,10 +226,9 @@ def test_killed_entry_domain_fails_its_shm_caller_at_once(no_leftovers):
         victim = dep.handle_of("lb").native
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
-        t0 = time.monotonic()
+        # no deadline is armed on this stub: only the channel's liveness link can end the call
         with pytest.raises(PeerDied):
             lb.create_user("someone456")
-        assert time.monotonic() - t0 < 5
         lb.close()
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from thriftpy2.thrift import TApplicationException
+from thriftpy2.transport import TTransportException
 
 from msdbench import idl
 from msdbench.services.poll import PollHandler
@@ -65,11 +66,20 @@ def test_deadline_cuts_a_blocked_call():
     """A server that never answers: no socket timeout on the path, yet the deadline ends it."""
     lst = socket.create_server(("127.0.0.1", 0))
     c = ThriftClient(Poll, *lst.getsockname()[:2])
-    t0 = time.monotonic()
+    assert c.sock.gettimeout() is None  # nothing but the deadline can end the call
+    conn, _ = lst.accept()
+    # A hang guard, not a timing claim: if the deadline failed to cut the call, the server side
+    # closes after a minute and the test fails on `guard.fired` instead of hanging.
+    guard_fired = []
+    guard = threading.Timer(60, lambda: (guard_fired.append(True), conn.shutdown(socket.SHUT_RDWR)))
+    guard.start()
     with Deadline(0.5) as d:
         d.watch(c.sock)
-        with pytest.raises(Exception):
+        with pytest.raises(TTransportException, match="peer closed the connection"):
             c.poll(b"")
-    assert d.fired and time.monotonic() - t0 < 10
+    guard.cancel()
+    assert d.fired and not guard_fired
+    assert conn.recv(1 << 16), "the request went out and blocked on the silent server"
+    conn.close()
     c.close()
     lst.close()

@@ -47,7 +47,11 @@ class ProcessBackend(Backend):
         log.close()
         handle = DomainHandle(domain, "", proc)
         handle.log_path = log_path
-        handle.control_address = self._read_control_line(handle)
+        try:
+            handle.control_address = self._read_control_line(handle)
+        except BaseException:  # also Ctrl-C/SIGTERM here: the caller never gets the handle
+            self.stop_domain(handle)
+            raise
         return handle
 
     def _read_control_line(self, h: DomainHandle) -> str:
