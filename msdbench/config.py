@@ -98,6 +98,8 @@ class Job:
 
 def suite_settings(config: dict, suite: str) -> dict:
     common = {"pinning": config["pinning"], "deadline_s": config["deadline_s"]}
+    if config.get("wire"):
+        common["wire"] = config["wire"]  # the services' limits (transports/codec.py)
     s = config[suite]
     if suite == "micro":
         return common | {k: s[k] for k in ("payload_mode", "requests", "warmup")}
@@ -165,7 +167,7 @@ def throughput_settings(config: dict, mode: str) -> dict:
         sweep.update(open_clients=o.get("clients", 4), rates=o.get("rates", []),
                      open_duration_s=o.get("duration_s", 2.0))
     return {"pinning": t["pinning"], "workers": t.get("workers", config["beps"]["workers"]),
-            "throughput": sweep}
+            "throughput": sweep} | ({"wire": config["wire"]} if config.get("wire") else {})
 
 
 def throughput_matrix(config: dict) -> list[ThroughputJob]:

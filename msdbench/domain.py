@@ -26,7 +26,8 @@ from msdbench.manifest import Edge, Manifest
 from msdbench.pinning import pin_self
 from msdbench.services import KINDS
 from msdbench.transports import bindings
-from msdbench.transports.thrift_tcp import ThriftServer
+from msdbench.transports.codec import Limits
+from msdbench.transports.thrift_tcp import DEFAULT_MAX_CONNECTIONS, ThriftServer
 
 CONTROL_LINE = "MSDBENCH-CONTROL"
 STATE_LINE = "msdbench.domain"  # on stderr (the domain's log): up, stopped (why)
@@ -44,13 +45,17 @@ class DomainRuntime:
         self.endpoints: dict[str, dict[str, str]] = {}
         self.listeners: dict[str, dict[str, object]] = {}
         self._stubs: list[object] = []
+        wire = manifest.settings.get("wire") or {}
+        limits = Limits.from_settings(wire)
+        max_connections = int(wire.get("max_connections", DEFAULT_MAX_CONNECTIONS))
         for name in self.domain.services:
             svc = manifest.service(name)
             if svc.kind == "client":
                 continue
             transports = {e.transport for e in manifest.edges if e.callee == name}
             self.listeners[name] = {
-                t: bindings.listen(t, KINDS[svc.kind], bind_host) for t in transports if t != "direct"
+                t: bindings.listen(t, KINDS[svc.kind], bind_host, limits, max_connections)
+                for t in transports if t != "direct"
             }
 
     def hello(self) -> dict:
@@ -191,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     manifest = Manifest.load(args.manifest)
     rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
-    control = ThriftServer(idl.load("control").Control, args.bind, args.control_port)
+    # threads: a status call (stats, counters) must not wait behind a long run_driver
+    control = ThriftServer(idl.load("control").Control, args.bind, args.control_port, threads=4)
     control.start(ControlHandler(rt))
     address = f"{args.advertise or args.bind}:{control.address[1]}"
     print(f"{CONTROL_LINE} {address}", flush=True)

@@ -10,7 +10,7 @@ from thriftpy2.transport import TTransportException
 
 from msdbench import idl
 from msdbench.services.poll import PollHandler
-from msdbench.transports.thrift_tcp import BUF_SIZE, Deadline, ThriftClient, ThriftServer
+from msdbench.transports.thrift_tcp import RECV_SIZE, Deadline, ThriftClient, ThriftServer
 
 Poll = idl.load("poll").Poll
 
@@ -29,7 +29,7 @@ def server():
     s.close()
 
 
-@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 8192, BUF_SIZE + 1, 1 << 20])
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 8192, RECV_SIZE + 1, 1 << 20])
 def test_payload_sizes_binary_and_list(server, size):
     c = ThriftClient(Poll, *server.address)
     before = time.monotonic_ns()
@@ -83,3 +83,25 @@ def test_deadline_cuts_a_blocked_call():
     conn.close()
     c.close()
     lst.close()
+
+
+def test_unknown_method_is_an_application_error_and_the_connection_survives(server):
+    """Our client of another service (UserDB) against poll: UNKNOWN_METHOD, then poll still works
+    on a fresh connection and the server keeps serving."""
+    c = ThriftClient(idl.load("beps").UserDB, *server.address)
+    with pytest.raises(TApplicationException, match="has no method 'census'"):
+        c.census()
+    with pytest.raises(TApplicationException, match="has no method"):
+        c.census()  # the same connection still answers
+    c.close()
+    p = ThriftClient(Poll, *server.address)
+    assert p.poll(b"") > 0
+    p.close()
+
+
+def test_keyword_arguments_and_oneway(server):
+    c = ThriftClient(Poll, *server.address)
+    assert c.poll(payload=b"abc") > 0
+    with pytest.raises(TypeError, match="takes the arguments"):
+        c.poll(b"a", b"b")
+    c.close()

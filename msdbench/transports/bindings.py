@@ -7,7 +7,9 @@ name to code, so a new transport is one entry here.
 from __future__ import annotations
 
 from msdbench.services import ServiceKind
-from msdbench.transports.thrift_tcp import ThriftClient, ThriftServer, split_address
+from msdbench.transports.codec import DEFAULT_LIMITS, Limits
+from msdbench.transports.thrift_tcp import (DEFAULT_MAX_CONNECTIONS, ThriftClient, ThriftServer,
+                                            split_address)
 
 TRANSPORTS = ("thrift-tcp", "direct", "shm")
 
@@ -33,14 +35,23 @@ def direct(kind: ServiceKind, handler) -> DirectStub:
     return DirectStub(kind, handler)
 
 
-def listen(transport: str, kind: ServiceKind, host: str):
+def serve_threads(kind: ServiceKind) -> int:
+    """Calls a TCP service serves at once: one (in its loop's thread, no hand-off), except a
+    service that forwards to a list of callees (the load balancer), whose calls to different
+    callees must overlap as they would with a thread per connection."""
+    return 8 if any(arg.endswith("s") for arg in kind.deps) else 1
+
+
+def listen(transport: str, kind: ServiceKind, host: str, limits: Limits = DEFAULT_LIMITS,
+           max_connections: int = DEFAULT_MAX_CONNECTIONS):
     """A listener bound now and started later with `.start(handler)`; `.close()` ends it."""
     if transport == "thrift-tcp":
-        return ThriftServer(kind.thrift_service(), host, 0)
+        return ThriftServer(kind.thrift_service(), host, 0, limits=limits,
+                            max_connections=max_connections, threads=serve_threads(kind))
     if transport == "shm":
         from msdbench.transports.shm_thrift import ShmThriftServer
 
-        return ShmThriftServer(kind.thrift_service())
+        return ShmThriftServer(kind.thrift_service(), limits=limits)
     raise ValueError(f"transport: {transport!r} has no listener; known: {TRANSPORTS}")
 
 

@@ -138,7 +138,7 @@ class _Link:
     """One side of one client's slot: post a header and wake the peer, wait for the peer's."""
 
     __slots__ = ("mm", "mv", "slot", "tx_off", "rx_off", "tx_fd", "rx_fd", "tx_seq", "rx_seq",
-                 "spin_ns", "dead", "why")
+                 "spin_ns", "dead", "why", "max_message")
 
     def __init__(self, mm: mmap.mmap, slot: int, tx_off: int, rx_off: int, tx_fd: int, rx_fd: int,
                  spin_us: float):
@@ -151,6 +151,7 @@ class _Link:
         self.spin_ns = int(spin_us * 1000)
         self.dead = False  # set (then rx_fd written) by whoever learns the peer is gone
         self.why = "peer gone"
+        self.max_message = MAX_MESSAGE  # a server lowers it to its limit (checked before allocating)
 
     def post(self, kind: int, total: int, chunk: int) -> None:
         # Sequence numbers run 1..2**32-1: pack_into zero-fills the header before writing it, so a
@@ -230,8 +231,8 @@ class _Link:
             if chunk > self.slot:
                 raise self.violation(f"chunk of {chunk} bytes in a {self.slot}-byte slot")
             return kind, self.mm[_DATA:_DATA + chunk]
-        if total > MAX_MESSAGE:
-            raise self.violation(f"message of {total} bytes")
+        if total > self.max_message:
+            raise self.violation(f"message of {total} bytes (at most {self.max_message})")
         out = bytearray(total)
         om, mv, got = memoryview(out), self.mv, 0
         try:
@@ -331,7 +332,7 @@ class ShmServer:
     def __init__(self, handler: Callable[[bytes], bytes], name_prefix: str | None = None,
                  slot_size: int = 64 * 1024, max_clients: int = 64, *, path: str | None = None,
                  socket_dir: str | None = None, spin_us: float = 0.0,
-                 handshake_timeout: float = 5.0):
+                 handshake_timeout: float = 5.0, max_message: int = MAX_MESSAGE):
         if slot_size < 1:
             raise ValueError("slot_size must be positive")
         if max_clients < 1:
@@ -340,6 +341,7 @@ class ShmServer:
         self.prefix = _prefix(name_prefix)
         self.slot_size = slot_size
         self.max_clients = max_clients
+        self.max_message = max_message
         self.spin_us = spin_us
         self.handshake_timeout = handshake_timeout
         if path is None:
@@ -476,6 +478,7 @@ class ShmServer:
         sock.settimeout(None)
         link = _Link(mm, self.slot_size, _OFF_SERVER, _OFF_CLIENT, tx_fd=fds[2], rx_fd=fds[1],
                      spin_us=self.spin_us)
+        link.max_message = self.max_message
         conn = _Conn(n, pid, sock, link)
         with self._lock:
             if self._closed:

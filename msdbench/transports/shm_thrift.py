@@ -1,8 +1,8 @@
 """Thrift over the shared-memory channel: the `specialized` platform's binding between two
 isolation domains of one host.
 
-Same IDL, same wire encoding as `thrift_tcp` (thriftpy2's Cython binary protocol, a standard
-Thrift message: name, type, seqid, struct), only the carrier differs: each call's message is one
+Same IDL, same codec and wire encoding as `thrift_tcp` (codec.py: a standard Thrift binary
+message, name, type, seqid, struct), only the carrier differs: each call's message is one
 `ShmClient.call` (msdbench/transports/shm.py) instead of bytes through a TCP socket.
 
     server = ShmThriftServer(thrift_service)      # bound now: .address is valid at once
@@ -24,30 +24,24 @@ Semantics, as over TCP (thrift_tcp.Processor):
 * `client.sock` is the channel's setup socket: `thrift_tcp.Deadline.watch(client.sock)` bounds a
   stuck run (shutting it down makes a blocked call raise PeerDied).
 
-The hot path is lean on purpose (profiled with py-spy; measured by `msdbench bench`).
-Client: each IDL method is a closure over what it needs, looked up once; the call header is
-precomputed bytes, the args and result structs are reused (reset with one dict update), the reply
-header is checked by prefix and skipped instead of parsed; no TClient __getattr__ or
-functools.partial. Server: a per-method dispatch table instead of TProcessor.process_in's per-call
-lookups and closure; the header parsed with one struct.unpack; buffers and structs per serving
-thread (the channel runs one thread per client). About 1 us less per round trip than the stock
-code paths; what is left is the Cython protocol itself and the channel's two wake-ups.
+The hot path is the codec's (precomputed headers, generated per-method decoders and encoders, no
+struct objects); the limits are the codec's too (codec.Limits), and the channel refuses a message
+declared larger than max_message_bytes before allocating it. A malformed or oversized request
+fails that call (RemoteError at the caller) and the service logs one line saying why.
 
-A client is for one thread at a time (like a thriftpy2 TClient): its buffers and structs are
-shared by its calls. The LB holds one lock per worker; the drivers call from one thread.
+A client is for one thread at a time (like a thriftpy2 TClient). The LB holds one lock per worker; the drivers call from one thread.
 """
 
 from __future__ import annotations
 
-import operator
-import struct
+import sys
 import threading
 
-from thriftpy2.protocol.cybin import TCyBinaryProtocol
-from thriftpy2.thrift import TApplicationException, TMessageType, TProcessor
+from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport import TTransportException
-from thriftpy2.transport.memory import TCyMemoryBuffer
 
+from msdbench.transports.codec import (DEFAULT_LIMITS, Incomplete, Limits, WireError, positional,
+                                       read_header, service_codec, skip)
 from msdbench.transports.shm import PeerDied, RemoteError, ShmClient, ShmServer
 
 __all__ = ["ShmThriftServer", "ShmThriftClient", "PeerDied", "RemoteError", "SLOT_SIZE"]
@@ -55,105 +49,12 @@ __all__ = ["ShmThriftServer", "ShmThriftClient", "PeerDied", "RemoteError", "SLO
 # One message travels in one piece up to this size (the micro suite's largest request, 8192 i64 in
 # list mode, is ~72 KiB with its envelope); larger ones are chunked by the channel.
 SLOT_SIZE = 256 * 1024
-_BUF = 16 * 1024  # initial size of a memory buffer; it grows to the largest message and stays
-_CALL, _REPLY, _EXCEPTION = TMessageType.CALL, TMessageType.REPLY, TMessageType.EXCEPTION
 _RESERVED = ("close", "sock")  # stub attributes an IDL method may not shadow (thriftpy2: "tclose")
-
-
-def _arg_names(args_cls) -> list[str]:
-    """The argument names in the order a handler receives them (as TProcessor does)."""
-    return [spec[1] for spec in args_cls.thrift_spec.values()]
-
-
-def _exceptions(result_cls) -> list[tuple[str, type]]:
-    """(field name, exception class) of the declared throws, in field-id order."""
-    spec = result_cls.thrift_spec
-    return [(spec[k][1], spec[k][2]) for k in sorted(spec) if spec[k][1] != "success"]
-
-
-# ------------------------------------------------------------------------------------- server
-
-
-def _header(name: str, mtype: int, seqid: int = 0) -> bytes:
-    """A message header as TCyBinaryProtocol writes it (strict: version | type, name, seqid)."""
-    buf = TCyMemoryBuffer()
-    TCyBinaryProtocol(buf).write_message_begin(name, mtype, seqid)
-    return buf.getvalue()
-
-
-_VERSION_TYPE_LEN = struct.Struct("!iI")
 # Failures of a call this handler made further down (its callee died, its link broke): they are not
 # the handler's answer, so they fail the caller's call as a transport failure too (RemoteError at
 # the caller, which the drivers raise) instead of becoming a TApplicationException (an answer).
 _TRANSPORT_FAILURES = (OSError, RemoteError, TTransportException)
-_VERSION_MASK, _VERSION_1 = -65536, -2147418112  # 0xffff0000, 0x80010000 as int32 (strict binary)
-
-
-class _Method:
-    """One IDL method as the server dispatches it: everything TProcessor.process_in looks up on
-    every call, looked up once."""
-
-    __slots__ = ("name", "args_cls", "result_cls", "blank_args", "fn", "get_args", "nargs",
-                 "throws", "exc_types", "oneway", "hlen", "reply_prefix")
-
-    def __init__(self, service, name: str, handler):
-        self.name = name
-        self.args_cls = getattr(service, name + "_args")
-        self.result_cls = getattr(service, name + "_result")
-        names = _arg_names(self.args_cls)
-        self.blank_args = self.args_cls().__dict__.copy()  # the defaults of every argument
-        self.fn = getattr(handler, name)
-        self.nargs = len(names)
-        self.get_args = operator.attrgetter(*names) if names else None
-        self.throws = _exceptions(self.result_cls)
-        self.exc_types = tuple(cls for _, cls in self.throws)
-        self.oneway = bool(getattr(self.result_cls, "oneway", False))
-        self.hlen = len(_header(name, _CALL))
-        self.reply_prefix = _header(name, _REPLY)[:-4]  # without the seqid
-
-
-class _ThreadState:
-    """A serving thread's buffers, and its dispatch table: per method, a closure over this
-    thread's buffers and reusable structs (the channel runs one thread per client)."""
-
-    __slots__ = ("ib", "ip", "ob", "op", "table")
-
-    def __init__(self, methods: dict[bytes, _Method], fail):
-        self.ib, self.ob = TCyMemoryBuffer(buf_size=_BUF), TCyMemoryBuffer(buf_size=_BUF)
-        self.ip, self.op = TCyBinaryProtocol(self.ib), TCyBinaryProtocol(self.ob)
-        self.table = {name: _serve_method(m, self, fail) for name, m in methods.items()}
-
-
-def _serve_method(m: _Method, st: _ThreadState, fail):
-    """`serve(request, seqid_bytes) -> reply` for one method on one thread: the common path with
-    every lookup done once; an exception from the handler goes to `fail`."""
-    args, result = m.args_cls(), m.result_cls()
-    reset, blank = args.__dict__.update, m.blank_args
-    setvalue, skip, read_struct = st.ib.setvalue, st.ib.read, st.ip.read_struct
-    out, write_struct, getvalue = st.ob.setvalue, st.op.write_struct, st.ob.getvalue
-    fn, get, hlen, prefix, nargs, oneway = m.fn, m.get_args, m.hlen, m.reply_prefix, m.nargs, m.oneway
-
-    def serve(request, seq):
-        reset(blank)  # read_struct sets only the fields the message has
-        setvalue(request)
-        skip(hlen)  # the header, parsed by the caller
-        read_struct(args)
-        try:
-            if nargs == 1:
-                result.success = fn(get(args))
-            elif nargs:
-                result.success = fn(*get(args))
-            else:
-                result.success = fn()
-        except Exception as e:
-            return fail(m, st, result, seq, e)
-        if oneway:
-            return b""
-        out(prefix + seq)
-        write_struct(result)
-        return getvalue()
-
-    return serve
+_STRUCT = 12
 
 
 class ShmThriftServer:
@@ -163,23 +64,21 @@ class ShmThriftServer:
     connect its stubs before this domain has built its handler; a shm client's handshake needs the
     server's answer, unlike a TCP connect, which the kernel's backlog completes). A call that
     arrives before `start(handler)` waits for it.
-
-    `processor` is the TProcessor of the handler (for reference and for tools); calls go through
-    an equivalent per-method dispatch table (declared exceptions into the result struct; a
-    TApplicationException, or an undeclared exception as INTERNAL_ERROR, as an EXCEPTION message;
-    a transport failure further down fails the call: see the module's docstring), which saves
-    about a microsecond a call.
     """
 
     def __init__(self, thrift_service, *, slot_size: int = SLOT_SIZE, socket_dir: str | None = None,
-                 spin_us: float = 0.0, name_prefix: str | None = None):
+                 spin_us: float = 0.0, name_prefix: str | None = None,
+                 limits: Limits = DEFAULT_LIMITS):
         self.thrift_service = thrift_service
-        self.processor: TProcessor | None = None
-        self._methods: dict[bytes, _Method] = {}
-        self._local = threading.local()
+        self.name = thrift_service.__name__
+        self.codec = service_codec(thrift_service, limits)
+        self.limits = limits
+        self.handler = None
+        self._table: dict[bytes, tuple] = {}
         self._started = threading.Event()
         self._server = ShmServer(self._handle, name_prefix or thrift_service.__name__.lower(),
-                                 slot_size, socket_dir=socket_dir, spin_us=spin_us)
+                                 slot_size, socket_dir=socket_dir, spin_us=spin_us,
+                                 max_message=limits.max_message_bytes)
         self._server.start()
 
     @property
@@ -188,74 +87,53 @@ class ShmThriftServer:
         return self._server.address
 
     def start(self, handler) -> "ShmThriftServer":
-        service = self.thrift_service
-        self.processor = TProcessor(service, handler)
-        self._methods = {name.encode(): _Method(service, name, handler)
-                         for name in service.thrift_services}
+        self.handler = handler
+        self._table = {wire: (m, getattr(handler, m.name))
+                       for wire, m in self.codec.by_wire.items()}
         self._started.set()
         return self
 
-    def _table(self) -> dict:
-        st = self._local.state = _ThreadState(self._methods, self._fail)
-        self._local.table = st.table
-        return st.table
-
-    def _handle(self, request: bytes) -> bytes:
-        """The channel's handler: one Thrift message in, one out (TProcessor.process, leaner)."""
+    def _handle(self, request: bytes) -> bytearray:
+        """The channel's handler: one Thrift message in, one out."""
+        end = len(request)
         try:
-            table = self._local.table
-        except AttributeError:
-            table = self._table()
-        vt, n = _VERSION_TYPE_LEN.unpack_from(request)
-        if vt & _VERSION_MASK != _VERSION_1:
-            raise ValueError(f"not a strict Thrift binary message (version word {vt:#x})")
-        serve = table.get(request[8:8 + n])
-        if serve is None:
-            return self._not_in_table(request, n)
-        return serve(request, request[8 + n:12 + n])
+            name, _mtype, seqid, p = read_header(request, 0, end, end)
+            entry = self._table.get(name)
+            if entry is None:
+                entry = self._not_in_table(name)
+                if entry is None:
+                    skip(request, p, end, end, _STRUCT, 0, self.limits)
+                    o = bytearray()
+                    self.codec.encode_app_exception(o, name, seqid, TApplicationException(
+                        TApplicationException.UNKNOWN_METHOD,
+                        f"{self.name} has no method {name.decode('utf-8', 'replace')!r}"))
+                    return o
+            m, fn = entry
+            args, p = m.decode_args(request, p, end, end)
+        except Incomplete:
+            self._refuse("truncated message")
+        except WireError as e:
+            self._refuse(e.reason)
+        try:
+            value = fn(*args)
+        except _TRANSPORT_FAILURES:
+            raise
+        except Exception as e:
+            return self.codec.error_reply(m, seqid, e)
+        o = bytearray()
+        if not m.oneway:
+            m.encode_reply(o, seqid, value)
+        return o
 
-    def _not_in_table(self, request: bytes, n: int) -> bytes:
+    def _not_in_table(self, name: bytes):
         if not self._started.is_set():
             self._started.wait()  # a call before start(handler): bring-up is still going on
-        name, seq = request[8:8 + n], request[8 + n:12 + n]
-        if name in self._methods:  # this thread's table was made before start()
-            return self._table()[name](request, seq)
-        st = self._local.state
-        st.ob.setvalue(_header(name.decode(errors="replace"), _EXCEPTION,
-                               int.from_bytes(seq, "big", signed=True)))
-        st.op.write_struct(TApplicationException(
-            TApplicationException.UNKNOWN_METHOD,
-            f"{self.thrift_service.__name__} has no method {name.decode(errors='replace')!r}"))
-        return st.ob.getvalue()
+        return self._table.get(name)
 
-    @staticmethod
-    def _fail(m: _Method, st: _ThreadState, result, seq: bytes, e: Exception) -> bytes:
-        """The handler raised `e`: the reply that says so, as TProcessor would (or re-raise a
-        transport failure, which fails the caller's call: see the module's docstring)."""
-        if isinstance(e, _TRANSPORT_FAILURES):
-            raise e
-        if m.oneway:
-            return b""
-        ob, op = st.ob, st.op
-        if isinstance(e, m.exc_types):
-            result.success = None
-            for field, cls in m.throws:
-                if isinstance(e, cls):
-                    setattr(result, field, e)
-                    break
-            ob.setvalue(m.reply_prefix + seq)
-            try:
-                op.write_struct(result)
-            finally:
-                for field, _ in m.throws:  # the reused result is clean again for the next call
-                    setattr(result, field, None)
-            return ob.getvalue()
-        if not isinstance(e, TApplicationException):  # a handler bug: the service keeps serving
-            e = TApplicationException(TApplicationException.INTERNAL_ERROR,
-                                      f"{type(e).__name__}: {e}")
-        ob.setvalue(_header(m.name, _EXCEPTION, int.from_bytes(seq, "big", signed=True)))
-        op.write_struct(e)
-        return ob.getvalue()
+    def _refuse(self, reason: str):
+        print(f"msdbench wire: {self.name}: shm peer: {reason}; call refused", file=sys.stderr,
+              flush=True)
+        raise ValueError(f"{self.name}: {reason}")
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop serving; connected clients' calls raise PeerDied. Waits up to `timeout` for the
@@ -271,91 +149,29 @@ class ShmThriftServer:
         self.close()
 
 
-# ------------------------------------------------------------------------------------- client
+def _make_method(codec, m, call):
+    """One IDL method of a stub: encode, one channel call, decode (codec.Method)."""
+    encode_call, decode_result = m.encode_call, m.decode_result
+    prefix = m.reply_prefix
+    plen = len(prefix) + 4
+    nargs, oneway, name = m.nargs, m.oneway, m.name
+    lim = codec.limits.max_message_bytes
 
-
-def _make_method(name: str, service, call, wbuf, wprot, rbuf, rprot):
-    """One IDL method of a stub: a closure with everything a call needs already looked up.
-
-    Per call: the precomputed header into the write buffer, the reused args struct filled in and
-    written, one channel call, the reply's header checked by prefix and skipped, the reused result
-    struct read. (thriftpy2's TClient looks the classes up by name, builds both structs and
-    parses both headers on every call: ~1.3 us more here.)
-    """
-    args_cls = getattr(service, name + "_args")
-    result_cls = getattr(service, name + "_result")
-    names = _arg_names(args_cls)
-    nargs = len(names)
-    first = names[0] if names else None
-    # The generated __init__ takes the fields in declaration order; the slow path maps positional
-    # arguments to the IDL's argument order itself (what TClient's args_to_kwargs does).
-    init_order = list(args_cls.__init__.__code__.co_varnames[1:nargs + 1])
-    positional_ok = init_order == names
-    has_success = "success" in {s[1] for s in result_cls.thrift_spec.values()}
-    throws = tuple(field for field, _ in _exceptions(result_cls))
-    oneway = bool(getattr(result_cls, "oneway", False))
-    call_header = _header(name, TMessageType.ONEWAY if oneway else _CALL)
-    reply_header = _header(name, _REPLY)
-    hlen = len(reply_header)
-    args_obj = args_cls()
-    adict = args_obj.__dict__
-    result = result_cls()
-    blank_result = result.__dict__.copy()
-    rdict = result.__dict__
-    getvalue, setvalue, read, wset = wbuf.getvalue, rbuf.setvalue, rbuf.read, wbuf.setvalue
-    write_struct, read_struct = wprot.write_struct, rprot.read_struct
-
-    def slow_args(args, kwargs):
-        if args and not positional_ok:
-            kwargs = dict(kwargs)
-            kwargs.update(zip(names, args))
-            args = ()
-        return args_cls(*args, **kwargs)
-
-    def decode_other(reply):
-        """A reply that is not a plain REPLY of this method: an exception, or a broken peer."""
-        setvalue(reply)
-        fname, mtype, _seqid = rprot.read_message_begin()
-        if mtype == _EXCEPTION:
-            x = TApplicationException()
-            read_struct(x)
-            raise x
-        raise TApplicationException(TApplicationException.INVALID_MESSAGE_TYPE,
-                                    f"{name}: unexpected reply {fname!r} of type {mtype}")
-
-    def method(*args, **kwargs):
-        wset(call_header)
-        if kwargs or len(args) != nargs:
-            write_struct(slow_args(args, kwargs))
-        else:
-            if nargs == 1:
-                adict[first] = args[0]
-            elif nargs:
-                adict.update(zip(names, args))
-            write_struct(args_obj)
-        reply = call(getvalue())
+    def method(*args, **kw):
+        if kw or len(args) != nargs:
+            args = positional(m, args, kw)
+        o = bytearray()
+        encode_call(o, *args)
+        reply = call(o)
         if oneway:
             return None
-        if not reply.startswith(reply_header):
-            decode_other(reply)
-        setvalue(reply)
-        read(hlen)
-        rdict.update(blank_result)  # read_struct sets only the fields the reply has
-        read_struct(result)
-        if has_success:
-            value = rdict["success"]
-            if value is not None:
-                rdict["success"] = None  # hold no reference to the caller's data
-                return value
-        for field in throws:
-            exc = rdict[field]
-            if exc is not None:
-                rdict[field] = None
-                raise exc
-        if has_success:
-            raise TApplicationException(TApplicationException.MISSING_RESULT,
-                                        f"{name} returned no result")
-        return None
+        try:
+            if reply.startswith(prefix):
+                return decode_result(reply, plen, len(reply), lim)[0]
+            return codec.unusual_reply(name, reply, len(reply), lim)
+        except Incomplete:
+            raise TApplicationException(TApplicationException.PROTOCOL_ERROR,
+                                        f"{name}: truncated reply") from None
 
     method.__name__ = method.__qualname__ = name
     return method
@@ -369,17 +185,16 @@ class ShmThriftClient:
     """
 
     def __init__(self, thrift_service, address: str, connect_timeout: float = 5.0, *,
-                 spin_us: float = 0.0):
+                 spin_us: float = 0.0, limits: Limits = DEFAULT_LIMITS):
         self.thrift_service = thrift_service
         self.address = address
         self._channel = ShmClient(address, connect_timeout, spin_us=spin_us)
         self.sock = self._channel.sock
-        wbuf, rbuf = TCyMemoryBuffer(buf_size=_BUF), TCyMemoryBuffer(buf_size=_BUF)
-        wprot, rprot = TCyBinaryProtocol(wbuf), TCyBinaryProtocol(rbuf)
+        codec = service_codec(thrift_service, limits)
         call = self._channel.call
-        for name in thrift_service.thrift_services:
+        for name, m in codec.methods.items():
             attr = "t" + name if name in _RESERVED else name
-            setattr(self, attr, _make_method(name, thrift_service, call, wbuf, wprot, rbuf, rprot))
+            setattr(self, attr, _make_method(codec, m, call))
 
     @property
     def alive(self) -> bool:

@@ -1,253 +1,393 @@
-"""Thrift RPC over TCP: the `linux` platform's transport for every edge.
+"""Thrift RPC over TCP: the `linux` platform's transport for every edge (and the control plane).
 
-thriftpy2's Cython protocol and buffered transport, with two fixes measured on these machines
-(see MACHINE-NOTES): a transport buffer larger than the biggest message (the stock 4 KiB buffer
-splits a >= 4 KiB request into three send() calls), and no socket timeout on the measured path
-(a timeout makes CPython poll() before every recv). Nothing may still hang forever: callers
-bound a whole run with `Deadline`, which shuts the sockets down when it expires.
+Wire format: Thrift binary protocol over a TCP stream (see README, "Wire format"). The server
+detects per connection what a peer speaks: buffered (unframed) or framed (a 4-byte big-endian
+length before each message), strict or non-strict binary; it answers strict, framed when asked
+framed. Our client speaks buffered strict, as thriftpy2 and Apache Thrift do by default.
+
+Both sides use the per-method codec generated from the IDL (`codec.py`): one recv_into a
+preallocated buffer and one send per message on each side, no struct objects on the hot path, no
+socket timeout on the measured path (a timeout makes CPython poll() before every recv; callers
+bound a whole run with `Deadline`, which shuts the sockets down when it expires).
+
+Server: one epoll loop per service, no thread per connection (an idle connection costs a socket
+and a small buffer). `threads=1` (every service but one that forwards to several callees) serves
+in the loop's thread itself: the thread that wakes on a readable socket decodes, runs the
+handler, and sends, with no hand-off between threads. `threads=N` runs N such loops on one epoll
+with one-shot readiness (a connection is served by one thread at a time, N calls at once): the
+load balancer needs that, so that calls to different workers overlap as with a thread per
+connection. Limits (codec.Limits) are enforced before anything is allocated: a violating peer gets
+a TApplicationException when its message header was readable, its connection is closed, and the
+service logs one line with the peer's address and the reason; other connections never wait for
+it. At most `max_connections` at once; one more is told so and closed.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import socket
+import sys
 import threading
 
-from thriftpy2.protocol.cybin import TCyBinaryProtocol
-from thriftpy2.thrift import TApplicationException, TMessageType
+from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport import TTransportException
-from thriftpy2.transport.buffered.cybuffered import TCyBufferedTransport
 
-# Larger than any request of the paper's matrix (8192 x i64 = 64 KiB in list mode), so that one
-# message is one send(): the buffer grows past this when it must, it never splits below it.
-BUF_SIZE = 128 * 1024
-# The most one read asks the kernel for (into a preallocated buffer: see _SocketTransport).
-READ_CHUNK = 64 * 1024
+from msdbench.transports.codec import (CALL, DEFAULT_LIMITS, ONEWAY, Incomplete, Limits,
+                                       WireError, positional, read_header, service_codec, skip)
+
+DEFAULT_MAX_CONNECTIONS = 1024
+RECV_SIZE = 64 * 1024      # a connection's buffer to start with, and what it shrinks back to
+_EPOLLIN, _EPOLLOUT, _ONESHOT = select.EPOLLIN, select.EPOLLOUT, select.EPOLLONESHOT
+_STRUCT = 12
 
 
 def _tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(None)
 
 
-class _SocketTransport:
-    """The raw transport under TCyBufferedTransport: a connected socket, nothing more.
-
-    Reads go into one preallocated buffer: sock.recv(n) allocates n bytes on every call and shrinks
-    them after (at n >= 128 KiB glibc does it with mmap/munmap: measured +35 us a round trip); the
-    copy out is only as long as what arrived."""
-
-    __slots__ = ("sock", "_recv_into", "_sendall", "_view")
-
-    def __init__(self, sock: socket.socket):
-        self.sock = sock
-        self._recv_into = sock.recv_into
-        self._sendall = sock.sendall
-        self._view = memoryview(bytearray(READ_CHUNK))
-
-    def read(self, sz: int) -> bytes:
-        view = self._view
-        n = self._recv_into(view, sz if sz < READ_CHUNK else READ_CHUNK)
-        if not n:
-            raise TTransportException(TTransportException.END_OF_FILE, "peer closed the connection")
-        return view[:n].tobytes()
-
-    def write(self, data: bytes) -> None:
-        self._sendall(data)
-
-    def flush(self) -> None:
-        pass
-
-    def is_open(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
+def log(service: str, peer, reason: str) -> None:
+    """The one line a service writes about a misbehaving peer (no traceback)."""
+    host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else (peer, "")
+    print(f"msdbench wire: {service}: peer {host}:{port}: {reason}", file=sys.stderr, flush=True)
 
 
-def _protocol(sock: socket.socket) -> TCyBinaryProtocol:
-    return TCyBinaryProtocol(TCyBufferedTransport(_SocketTransport(sock), buf_size=BUF_SIZE))
+class _Conn:
+    __slots__ = ("sock", "fd", "peer", "buf", "have", "framed", "pending")
 
-
-class Processor:
-    """Serves one handler: thriftpy2's TProcessor, less its per-call lookups and closures.
-
-    Each method's args/result classes, argument names and declared exceptions are resolved once.
-    A handler exception the IDL does not declare becomes a TApplicationException for the caller
-    (thriftpy2 would drop the connection), so one bad call never takes the service down; a
-    broken connection to a callee does drop it, so that a dead peer is never mistaken for a
-    service's answer.
-    """
-
-    def __init__(self, thrift_service, handler):
-        # One instance per connection: the args/result structs are reused call after call
-        # (reset to their blank state first), which saves two object constructions a call.
-        self.methods = {}
-        for name in thrift_service.thrift_services:
-            args_cls = getattr(thrift_service, name + "_args")
-            result_cls = getattr(thrift_service, name + "_result")
-            arg_names = [spec[1] for _, spec in sorted(args_cls.thrift_spec.items())]
-            throws = tuple((spec[2], spec[1]) for spec in result_cls.thrift_spec.values()
-                           if spec[1] != "success")
-            args, result = args_cls(), result_cls()
-            self.methods[name] = (args, dict(args.__dict__), result, dict(result.__dict__),
-                                  arg_names, throws, getattr(handler, name), result_cls.oneway)
-
-    def process(self, prot) -> None:
-        name, _, seqid = prot.read_message_begin()
-        method = self.methods.get(name)
-        if method is None:
-            prot.skip(12)  # TType.STRUCT
-            prot.read_message_end()
-            return self._fail(prot, name, seqid, TApplicationException(
-                TApplicationException.UNKNOWN_METHOD, f"unknown method {name!r}"))
-        args, blank_args, result, blank_result, arg_names, throws, fn, oneway = method
-        args.__dict__.update(blank_args)
-        prot.read_struct(args)
-        prot.read_message_end()
-        result.__dict__.update(blank_result)
-        try:
-            result.success = fn(*[getattr(args, a) for a in arg_names])
-        except (OSError, TTransportException):
-            # A callee's connection broke (a peer died): close ours too, so the failure travels
-            # up to the client as a broken call and ends the cell, as on every platform.
-            raise
-        except Exception as e:
-            for cls, field in throws:
-                if isinstance(e, cls):
-                    setattr(result, field, e)
-                    break
-            else:
-                if oneway:
-                    return
-                return self._fail(prot, name, seqid, TApplicationException(
-                    TApplicationException.INTERNAL_ERROR, f"{type(e).__name__}: {e}"))
-        if oneway:
-            return
-        prot.write_message_begin(name, TMessageType.REPLY, seqid)
-        prot.write_struct(result)
-        prot.write_message_end()
-        prot.trans.flush()
-
-    @staticmethod
-    def _fail(prot, name, seqid, exc) -> None:
-        prot.write_message_begin(name, TMessageType.EXCEPTION, seqid)
-        prot.write_struct(exc)
-        prot.write_message_end()
-        prot.trans.flush()
-
-
-def _client_method(thrift_service, name: str, prot):
-    """One IDL method as a plain function over `prot`: what TClient does, resolved once."""
-    args_cls = getattr(thrift_service, name + "_args")
-    result_cls = getattr(thrift_service, name + "_result")
-    throws = [spec[1] for spec in result_cls.thrift_spec.values() if spec[1] != "success"]
-    returns = any(spec[1] == "success" for spec in result_cls.thrift_spec.values())
-    # Reused structs (a client is used by one caller at a time), reset before each use.
-    arg_names = [spec[1] for _, spec in sorted(args_cls.thrift_spec.items())]
-    args, result = args_cls(), result_cls()
-    blank_args, blank_result = dict(args.__dict__), dict(result.__dict__)
-    set_args, reset_result = args.__dict__.update, result.__dict__.update
-    oneway = result_cls.oneway
-    mtype = TMessageType.ONEWAY if oneway else TMessageType.CALL
-    write_begin, write_struct, write_end = (prot.write_message_begin, prot.write_struct,
-                                            prot.write_message_end)
-    read_begin, read_struct, read_end = (prot.read_message_begin, prot.read_struct,
-                                         prot.read_message_end)
-    flush = prot.trans.flush
-
-    def call(*a):
-        set_args(blank_args)
-        set_args(zip(arg_names, a))
-        write_begin(name, mtype, 0)
-        write_struct(args)
-        write_end()
-        flush()
-        if oneway:
-            return None
-        _, rtype, _ = read_begin()
-        if rtype == TMessageType.EXCEPTION:
-            exc = TApplicationException()
-            read_struct(exc)
-            read_end()
-            raise exc
-        reset_result(blank_result)
-        read_struct(result)
-        read_end()
-        if returns and result.success is not None:
-            return result.success
-        for field in throws:
-            exc = getattr(result, field)
-            if exc is not None:
-                raise exc
-        if returns:
-            raise TApplicationException(TApplicationException.MISSING_RESULT, name)
-        return None
-
-    call.__name__ = name
-    return call
+    def __init__(self, sock: socket.socket, peer):
+        self.sock, self.fd, self.peer = sock, sock.fileno(), peer
+        self.buf = bytearray(RECV_SIZE)
+        self.have = 0
+        self.framed: bool | None = None  # decided by the first message
+        self.pending = b""               # reply bytes the socket did not take yet
 
 
 class ThriftServer:
-    """Thread-per-connection server for one service handler on one listening socket.
+    """One service handler on one listening socket, served by an epoll loop (see module doc).
 
-    Each connection gets its own thread: a benchmark client holds one persistent connection,
-    and the load balancer one per worker, so the connection count stays small.
+    Bound and listening from the constructor on; connections wait in the backlog until
+    `start(handler)`, so peers may connect before this side's handler exists (two-phase bring-up).
     """
 
-    def __init__(self, thrift_service, host: str = "127.0.0.1", port: int = 0):
-        # Bound and listening from here on; connections wait in the backlog until start(), so
-        # peers may connect before this side's handler exists (two-phase bring-up).
+    def __init__(self, thrift_service, host: str = "127.0.0.1", port: int = 0, *,
+                 limits: Limits = DEFAULT_LIMITS, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 threads: int = 1):
         self.thrift_service = thrift_service
+        self.name = thrift_service.__name__
+        self.codec = service_codec(thrift_service, limits)
+        self.limits = limits
+        self.max_connections = max_connections
+        self.threads = threads
         self.handler = None
         self.listener = socket.create_server((host, port), backlog=128, reuse_port=False)
+        self.listener.setblocking(False)
         self.address = self.listener.getsockname()[:2]
-        self._conns: set[socket.socket] = set()
+        self._conns: dict[int, _Conn] = {}
         self._lock = threading.Lock()
+        self._ep = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
         self._closed = False
+        self._table: dict[bytes, tuple] = {}
 
     def start(self, handler) -> "ThriftServer":
         self.handler = handler
-        threading.Thread(target=self._accept_loop, name=f"accept:{self.address[1]}",
-                         daemon=True).start()
+        self._table = {wire: (m, getattr(handler, m.name)) for wire, m in
+                       self.codec.by_wire.items()}
+        self._flags = _EPOLLIN | (_ONESHOT if self.threads > 1 else 0)
+        self._ep.register(self._wake_r, _EPOLLIN)  # level-triggered: wakes every loop at close
+        self._ep.register(self.listener.fileno(), self._flags)
+        for i in range(self.threads):
+            threading.Thread(target=self._loop, name=f"serve:{self.name}:{self.address[1]}:{i}",
+                             daemon=True).start()
         return self
 
-    def _accept_loop(self) -> None:
-        while not self._closed:
+    # -- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poll, conns, lfd, wake = self._ep.poll, self._conns, self.listener.fileno(), self._wake_r
+        maxevents = 1 if self.threads > 1 else 64
+        readable, writable = self._readable, self._writable
+        while True:
             try:
-                conn, _ = self.listener.accept()
+                events = poll(-1, maxevents)
             except OSError:
                 return
-            _tune(conn)
-            with self._lock:
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            for fd, ev in events:
+                if fd == wake:
+                    return
+                if fd == lfd:
+                    self._accept()
+                    continue
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                try:
+                    if ev & _EPOLLOUT:
+                        writable(c)
+                    else:
+                        readable(c)
+                except Exception as e:  # a bug here must not end the loop for everyone
+                    self._drop(c, f"internal error: {type(e).__name__}: {e}")
 
-    def _serve(self, conn: socket.socket) -> None:
-        prot = _protocol(conn)
-        process = Processor(self.thrift_service, self.handler).process
+    def _rearm(self, c: _Conn, flags: int) -> None:
         try:
-            while True:
-                process(prot)
-        except (TTransportException, OSError, EOFError):
-            pass
-        finally:
+            self._ep.modify(c.fd, flags)
+        except (OSError, ValueError):
+            pass  # closed meanwhile
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                return  # closed
+            _tune(sock)
+            sock.setblocking(False)
             with self._lock:
-                self._conns.discard(conn)
-            conn.close()
+                full = len(self._conns) >= self.max_connections
+                if not full:
+                    c = self._conns[sock.fileno()] = _Conn(sock, peer)
+            if full:
+                reason = (f"refused: {self.max_connections} connections open "
+                          f"(max_connections={self.max_connections})")
+                log(self.name, peer, reason)
+                o = bytearray()
+                self.codec.encode_app_exception(o, b"", 0, TApplicationException(
+                    TApplicationException.INTERNAL_ERROR, f"{self.name} {reason}"))
+                try:
+                    sock.send(o)
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            self._ep.register(c.fd, self._flags)
+        if self.threads > 1 and not self._closed:
+            self._rearm_listener()
+
+    def _rearm_listener(self) -> None:
+        try:
+            self._ep.modify(self.listener.fileno(), self._flags)
+        except (OSError, ValueError):
+            pass
+
+    def _drop(self, c: _Conn, reason: str | None = None) -> None:
+        if reason:
+            log(self.name, c.peer, reason + "; connection closed")
+        with self._lock:
+            if self._conns.pop(c.fd, None) is None:
+                return
+        try:
+            self._ep.unregister(c.fd)
+        except (OSError, ValueError):
+            pass
+        c.sock.close()
+        c.buf = bytearray()
+
+    def _readable(self, c: _Conn) -> None:
+        buf = c.buf
+        try:
+            n = c.sock.recv_into(memoryview(buf)[c.have:])
+        except (BlockingIOError, InterruptedError):
+            n = -1
+        except OSError:
+            return self._drop(c)
+        if not n:
+            return self._drop(c)
+        if n > 0:
+            c.have += n
+            if not self._process(c):
+                return
+        if c.pending:
+            self._rearm(c, _EPOLLOUT | (_ONESHOT if self.threads > 1 else 0))
+        elif self.threads > 1:
+            self._rearm(c, self._flags)
+
+    def _writable(self, c: _Conn) -> None:
+        try:
+            n = c.sock.send(c.pending)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            return self._drop(c)
+        c.pending = c.pending[n:]
+        if c.pending:
+            self._rearm(c, _EPOLLOUT | (_ONESHOT if self.threads > 1 else 0))
+            return
+        self._rearm(c, self._flags)
+        if c.have and self._process(c) and c.pending:  # requests that came meanwhile
+            self._rearm(c, _EPOLLOUT | (_ONESHOT if self.threads > 1 else 0))
+
+    def _process(self, c: _Conn) -> bool:
+        """Serve every complete message in the buffer. False when the connection was dropped."""
+        b, have, p, lim_bytes = c.buf, c.have, 0, self.limits.max_message_bytes
+        table = self._table
+        while p < have and not c.pending:
+            try:
+                framed = c.framed
+                if framed is None:
+                    framed = c.framed = self._detect(b, p, have)
+                if framed:
+                    if have - p < 4:
+                        raise Incomplete(p + 4)
+                    size = int.from_bytes(b[p:p + 4], "big", signed=True)
+                    if size <= 0 or size > lim_bytes:
+                        raise WireError(f"frame of {size} bytes (max_message_bytes={lim_bytes})",
+                                        limit=size > 0)
+                    start, end = p + 4, p + 4 + size
+                    if end > have:
+                        raise Incomplete(end)
+                    lim = end
+                else:
+                    start, end, lim = p, have, p + lim_bytes
+                name, mtype, seqid, q = read_header(b, start, end, lim)
+                entry = table.get(name)
+                if entry is None:
+                    q = skip(b, q, end, lim, _STRUCT, 0, self.limits)
+                    reply = bytearray()
+                    self.codec.encode_app_exception(reply, name, seqid, TApplicationException(
+                        TApplicationException.UNKNOWN_METHOD,
+                        f"{self.name} has no method {name.decode('utf-8', 'replace')!r}"))
+                else:
+                    if mtype != CALL and mtype != ONEWAY:
+                        raise WireError(f"message type {mtype} where a call was expected")
+                    m, fn = entry
+                    try:
+                        args, q = m.decode_args(b, q, end, lim)
+                    except WireError as e:
+                        e.header = (m.name, seqid)
+                        raise
+                    reply = self._call(m, fn, args, seqid)
+                if framed and q != end:
+                    raise WireError(f"frame of {end - start} bytes holds a message of {q - start}")
+                p = q
+            except Incomplete as e:
+                if e.need - p > lim_bytes + 4:
+                    return self._violation(c, WireError(
+                        f"message exceeds max_message_bytes={lim_bytes}", limit=True))
+                self._make_room(c, p, e.need)
+                return True
+            except WireError as e:
+                return self._violation(c, e)
+            except _Broken:
+                self._drop(c)
+                return False
+            if reply is not None:
+                if framed:
+                    reply[0:0] = len(reply).to_bytes(4, "big")
+                self._send(c, reply)
+        self._make_room(c, p, 0)
+        return True
+
+    def _make_room(self, c: _Conn, p: int, need: int) -> None:
+        """Drop the consumed bytes [0:p]; grow the buffer to `need` bytes (from p) if short, or
+        shrink it back after a large message."""
+        left = c.have - p
+        size = len(c.buf)
+        want = max(RECV_SIZE, need - p, left)
+        if want > size or (size > RECV_SIZE and want <= RECV_SIZE):
+            new = bytearray(max(want, min(2 * size, self.limits.max_message_bytes + 4))
+                            if want > size else RECV_SIZE)
+            new[:left] = c.buf[p:c.have]
+            c.buf = new
+        elif p and left:
+            c.buf[:left] = c.buf[p:c.have]
+        c.have = left
+
+    def _send(self, c: _Conn, data: bytearray) -> None:
+        try:
+            n = c.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            n = len(data)  # the peer is gone: the next read says so
+        if n < len(data):
+            c.pending = bytes(data[n:])
+
+    def _call(self, m, fn, args, seqid: int):
+        """Run the handler: the reply message, or None for a oneway call."""
+        try:
+            value = fn(*args)
+        except _TRANSPORT_FAILURES as e:
+            # A callee's connection broke (a peer died): drop ours too, so the failure travels
+            # up to the client as a broken call and ends the cell, as on every platform.
+            raise _Broken() from e
+        except Exception as e:
+            return None if m.oneway else self.codec.error_reply(m, seqid, e)
+        if m.oneway:
+            return None
+        reply = bytearray()
+        m.encode_reply(reply, seqid, value)
+        return reply
+
+    def _detect(self, b, p: int, have: int) -> bool:
+        """Framed or not, from a connection's first bytes (as Apache Thrift servers can)."""
+        if have - p < 1:
+            raise Incomplete(p + 1)
+        if b[p] == 0x80:
+            return False  # strict binary, unframed
+        if have - p < 8:
+            raise Incomplete(p + 8)
+        if b[p + 4] == 0x80 and b[p + 5] == 0x01:
+            return True   # a frame length, then strict binary
+        n = int.from_bytes(b[p:p + 4], "big", signed=True)
+        if 0 < n <= 1024:
+            if have - p < 4 + n:
+                raise Incomplete(p + 4 + n)
+            if bytes(b[p + 4:p + 4 + n]) in self._table:
+                return False  # non-strict binary, unframed
+        return True
+
+    def _violation(self, c: _Conn, e: WireError) -> bool:
+        if e.header is not None:
+            o = bytearray()
+            name, seqid = e.header
+            self.codec.encode_app_exception(o, name, seqid, TApplicationException(
+                TApplicationException.PROTOCOL_ERROR, e.reason))
+            if c.framed:
+                o[0:0] = len(o).to_bytes(4, "big")
+            try:
+                c.sock.send(o)
+            except OSError:
+                pass
+        self._drop(c, e.reason)
+        return False
 
     def close(self) -> None:
         self._closed = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
         try:
             self.listener.close()
         except OSError:
             pass
         with self._lock:
-            conns = list(self._conns)
+            conns = list(self._conns.values())
         for c in conns:
             try:
-                c.shutdown(socket.SHUT_RDWR)
+                c.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    @property
+    def n_connections(self) -> int:
+        return len(self._conns)
+
+
+class _Broken(Exception):
+    """The handler met a broken connection further down: drop this one."""
+
+
+_TRANSPORT_FAILURES = (OSError, TTransportException)
+try:  # shm's failures are transport failures too (its RemoteError is not an OSError)
+    from msdbench.transports.shm import RemoteError as _RemoteError
+
+    _TRANSPORT_FAILURES += (_RemoteError,)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -255,19 +395,63 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _client_method(codec, m, sock: socket.socket, state: list):
+    """One IDL method as a plain function over `sock`: encode, one sendall, recv until the reply
+    decodes, the value or the declared exception. `state` = [buffer] shared by the methods."""
+    encode_call, decode_result = m.encode_call, m.decode_result
+    sendall, recv_into = sock.sendall, sock.recv_into
+    prefix = m.reply_prefix
+    plen = len(prefix) + 4
+    nargs, oneway, name = m.nargs, m.oneway, m.name
+    lim = codec.limits.max_message_bytes
+
+    def call(*a, **kw):
+        if kw or len(a) != nargs:
+            a = positional(m, a, kw)
+        o = bytearray()
+        encode_call(o, *a)
+        sendall(o)
+        if oneway:
+            return None
+        buf = state[0]
+        have = recv_into(buf)
+        while True:
+            if not have:
+                raise TTransportException(TTransportException.END_OF_FILE,
+                                          "peer closed the connection")
+            try:
+                if buf[:plen - 4] == prefix:
+                    return decode_result(buf, plen, have, lim)[0]
+                return codec.unusual_reply(name, buf, have, lim)
+            except Incomplete as e:
+                if e.need > len(buf):
+                    if e.need > lim:
+                        raise TTransportException(TTransportException.UNKNOWN,
+                                                  f"{name}: reply exceeds {lim} bytes")
+                    new = bytearray(max(e.need, 2 * len(buf)))
+                    new[:have] = buf[:have]
+                    buf = state[0] = new
+                n = recv_into(memoryview(buf)[have:])
+                have = have + n if n else 0
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 class ThriftClient:
     """The IDL methods of one service over one persistent TCP connection (not thread-safe: one
     caller at a time). `sock` is kept so a Deadline can cut a blocked call."""
 
     def __init__(self, thrift_service, host: str, port: int, connect_timeout: float = 10.0,
-                 timeout: float | None = None):
+                 timeout: float | None = None, *, limits: Limits = DEFAULT_LIMITS):
         raw = socket.create_connection((host, port), timeout=connect_timeout)
         _tune(raw)
         raw.settimeout(timeout)  # None on measured paths; the control plane sets one
         self.sock = raw
-        prot = _protocol(raw)
-        for name in thrift_service.thrift_services:
-            setattr(self, name, _client_method(thrift_service, name, prot))
+        codec = service_codec(thrift_service, limits)
+        state = [bytearray(RECV_SIZE)]
+        for name, m in codec.methods.items():
+            setattr(self, name, _client_method(codec, m, raw, state))
 
     def close(self) -> None:
         try:
