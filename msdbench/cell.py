@@ -59,7 +59,8 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
                              ("suite", "platform", "backend", "isolation", "deployment")},
             "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
             "environment": environment()}
-    backend = make_backend(manifest.backend, workdir, **(backend_options or {}))
+    options = (backend_options or {}) | manifest.settings.get("backend_options", {})
+    backend = make_backend(manifest.backend, workdir, **options)
     skip = getattr(backend, "unavailable_reason", lambda: None)()
     if skip:
         meta.update(status=STATUS_SKIPPED, reason=skip, manifest=manifest.to_dict())

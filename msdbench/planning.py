@@ -12,7 +12,7 @@ from msdbench.manifest import Domain, Edge, Manifest, Service
 
 SUITES = ("micro", "beps")
 PLATFORMS = ("linux", "specialized")
-BACKENDS = ("process", "docker")
+BACKENDS = ("process", "docker", "device")
 ISOLATIONS = {"micro": ("co-located", "isolated"), "beps": ("co-located", "tiered", "isolated")}
 DEPLOYMENTS = {
     1: "client inside the entry service's domain",
@@ -22,6 +22,9 @@ DEPLOYMENTS = {
     5: "client on another host, bare metal",
 }
 SUPPORTED_DEPLOYMENTS = (1, 2)
+# On a board (the device backend) the client sits in the entry service's group (1), in a group of
+# its own (2), or on another node across the serial link (4).
+DEVICE_DEPLOYMENTS = (1, 2, 4)
 PINNINGS = {
     "same-core": "every domain and the client on CPU 0 (the original's one-vCPU runs)",
     "split": "the client on CPU 0, every server domain on CPU 1",
@@ -56,7 +59,13 @@ def check_cell(cell: Cell) -> None:
     _choose("backend", cell.backend, BACKENDS)
     _choose(f"isolation (suite {cell.suite})", cell.isolation, ISOLATIONS[cell.suite])
     _choose("deployment", cell.deployment, tuple(DEPLOYMENTS))
-    if cell.deployment not in SUPPORTED_DEPLOYMENTS:
+    if cell.backend == "device":
+        if cell.platform != "specialized":
+            raise PlanError(f"platform: {cell.platform!r} cannot run on a board (the device "
+                            "backend runs 'specialized': direct calls in a group, marshalled "
+                            "calls across groups, the serial link across nodes)")
+        _choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
+    elif cell.deployment not in SUPPORTED_DEPLOYMENTS:
         raise PlanError(
             f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM or a second "
             f"host, which no backend provides yet; supported deployments: {list(SUPPORTED_DEPLOYMENTS)}")
@@ -115,16 +124,22 @@ def _edges(suite: str, services: list[Service]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _transport(platform: str, caller: Domain, callee: Domain) -> str:
+def _transport(platform: str, caller: Domain, callee: Domain, backend: str = "process") -> str:
     """The platform axis: linux sends every call through Thrift over TCP, even inside a domain;
-    specialized picks the cheapest binding the placement allows (as Ambience's lidl does)."""
+    specialized picks the cheapest binding the placement allows (as Ambience's lidl does).
+    On a board: a direct call in a group, a marshalled copy across groups, the serial link
+    across nodes."""
+    if backend == "device":
+        if caller.host != callee.host:
+            return "serial"
+        return "direct" if caller.name == callee.name else "marshal"
     if platform == "linux" or caller.host != callee.host:
         return "thrift-tcp"
     return "direct" if caller.name == callee.name else "shm"
 
 
 def _cpus(pinning: str, is_client_only: bool) -> list[int] | None:
-    if pinning == "none":
+    if pinning == "none" or pinning == "board":
         return None
     if pinning == "same-core":
         return [0]
@@ -136,8 +151,10 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     payload_mode, ...); they are copied into the manifest for the driver and the record."""
     settings = dict(settings or {})
     check_cell(cell)
-    pinning = settings.get("pinning", "same-core")
-    _choose("pinning", pinning, tuple(PINNINGS))
+    device = cell.backend == "device"
+    pinning = "board" if device else settings.get("pinning", "same-core")
+    if not device:
+        _choose("pinning", pinning, tuple(PINNINGS))
     workers = int(settings.get("workers", 5))
     if cell.suite == "beps" and workers < 1:
         raise PlanError(f"workers: {workers} must be >= 1")
@@ -157,13 +174,18 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     domains = []
     for name in order:
         members = [s.name for s in services if s.domain == name]
-        domains.append(Domain(name, members, "local", _cpus(pinning, members == ["client"])))
+        host = "local"
+        if device:  # the server side on the board; the client too, unless across the link
+            host = "local" if members == ["client"] and cell.deployment == 4 else "board"
+        domains.append(Domain(name, members, host, _cpus(pinning, members == ["client"])))
     by_name = {d.name: d for d in domains}
     by_service = {s.name: by_name[s.domain] for s in services}
-    edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b]))
+    edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b], cell.backend))
              for a, b in _edges(cell.suite, services)]
 
     settings["pinning"] = pinning
+    if device:  # how to reach the board: cell.record hands these to the backend
+        settings["backend_options"] = {"board": settings.get("device") or {}}
     if cell.suite == "micro":
         settings["payload"] = cell.payload
     else:

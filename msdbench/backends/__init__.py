@@ -1,4 +1,5 @@
-"""Backends realise isolation domains: `process` (an OS process, the default) and `docker`."""
+"""Backends realise isolation domains: `process` (an OS process, the default), `docker`, and
+`device` (groups of services on a MicroPython board, msdbench/device/)."""
 
 from __future__ import annotations
 
@@ -12,4 +13,8 @@ def make_backend(name: str, workdir=None, **options):
         from msdbench.backends.docker import DockerBackend
 
         return DockerBackend(workdir, **options)
-    raise ValueError(f"backend: {name!r} is not one of 'process', 'docker'")
+    if name == "device":
+        from msdbench.device.backend import DeviceBackend
+
+        return DeviceBackend(workdir, **options)
+    raise ValueError(f"backend: {name!r} is not one of 'process', 'docker', 'device'")
