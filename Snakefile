@@ -15,6 +15,7 @@ include: "workflow/rules/deploy.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/throughput.smk"
+include: "workflow/rules/device.smk"
 include: "workflow/rules/figures.smk"
 
 

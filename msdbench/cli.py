@@ -29,13 +29,23 @@ def _cell(a) -> planning.Cell:
 
 def cmd_run(a) -> int:
     from msdbench.cell import run_cell
-    from msdbench.config import load, suite_settings
+    from msdbench.config import ConfigError, device_settings, load, suite_settings
     from msdbench.summary import one_line
 
-    config = load(a.config)
+    device = a.backend == "device"
+    config = load(a.config or ("config/device.yaml" if device else "config/config.yaml"))
     if a.suite == "micro" and a.payload is None:
         a.payload = 0
-    settings = suite_settings(config, a.suite)
+    if device:
+        if not config.get("device"):
+            raise ConfigError(f"{a.config}: --backend device needs a `device` section "
+                              "(see config/device.yaml)")
+        settings = device_settings(config, a.suite)
+        for key in ("board", "port"):
+            if getattr(a, key, None):
+                settings["device"][key] = getattr(a, key)
+    else:
+        settings = suite_settings(config, a.suite)
     for key in ("requests", "warmup", "payload_mode", "pinning", "workers"):
         if getattr(a, key, None) is not None:
             settings[key] = getattr(a, key)
@@ -71,6 +81,11 @@ def cmd_measure(a) -> int:
 
 
 def cmd_image(a) -> int:
+    if a.backend == "device":
+        from msdbench.device.image import write_stamp
+
+        print(json.dumps(write_stamp(a.out, a.board, a.micropython), indent=2))
+        return 0
     if a.backend == "process":
         from msdbench.stamp import write_stamp
 
@@ -90,10 +105,10 @@ def cmd_aggregate(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from msdbench.config import load, matrix, throughput_matrix
+    from msdbench.config import device_matrix, load, matrix, throughput_matrix
 
     config = load(a.config)
-    jobs = matrix(config) + throughput_matrix(config)
+    jobs = matrix(config) + throughput_matrix(config) + device_matrix(config)
     print(f"{a.config}: valid; {len(jobs)} cells (a throughput cell is one sweep)")
     for j in jobs:
         print("  " + j.label)
@@ -127,6 +142,7 @@ def cmd_clean(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     from msdbench.backends.base import BackendError
     from msdbench.config import ConfigError
+    from msdbench.device.firmware import FirmwareError
 
     ap = argparse.ArgumentParser(prog="msdbench", description="What microservice isolation and "
                                  "placement cost, measured.")
@@ -134,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="measure one cell without Snakemake; print a summary")
     _cell_args(p)
-    p.add_argument("--config", default="config/config.yaml",
-                   help="settings not given here come from this file (default: %(default)s)")
+    p.add_argument("--config", help="settings not given here come from this file (default: "
+                   "config/config.yaml; config/device.yaml for --backend device)")
+    p.add_argument("--board", choices=("emulated", "serial", "unix"), help="device: board kind")
+    p.add_argument("--port", help="device: the serial port of a real board (--board serial)")
     p.add_argument("--requests", type=int)
     p.add_argument("--warmup", type=int)
     p.add_argument("--payload-mode", dest="payload_mode", choices=("binary", "list"))
@@ -163,10 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("backend", choices=planning.BACKENDS)
     p.add_argument("--out", required=True, help="the stamp (JSON) the cells depend on")
     p.add_argument("--docker-host")
+    p.add_argument("--board", default="emulated", choices=("emulated", "serial", "unix"),
+                   help="device: which board kind the firmware is for")
+    p.add_argument("--micropython", help="device: MicroPython source (tarball or git clone)")
     p.set_defaults(fn=cmd_image)
 
     p = sub.add_parser("aggregate", help="(rule aggregate) cells -> one summary table")
-    p.add_argument("suite", choices=planning.SUITES)
+    p.add_argument("suite", choices=planning.SUITES + ("device",))
     p.add_argument("--csv", required=True)
     p.add_argument("--parquet", required=True)
     p.add_argument("meta", nargs="+", help="the cells' metadata files (raw samples beside them)")
@@ -202,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, planning.PlanError, BackendError, TimeoutError) as e:
+    except (ConfigError, planning.PlanError, BackendError, TimeoutError, FirmwareError) as e:
         print(f"msdbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

@@ -48,7 +48,7 @@ def validate(config: dict) -> dict:
                 msg += f"; allowed keys: {allowed}"
             lines.append(f"config field '{_where(e.path)}': {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    for job in matrix(config) + throughput_matrix(config):  # every cell must be plannable
+    for job in matrix(config) + throughput_matrix(config) + device_matrix(config):  # plannable
         try:
             check_cell(job.cell)
         except PlanError as e:
@@ -126,6 +126,52 @@ def matrix(config: dict) -> list[Job]:
                             continue
                         for payload in payloads:
                             jobs.append(Job(Cell(suite, platform, backend, iso, dep, payload), settings))
+    return jobs
+
+
+# -- the microcontroller tier (paper figs 7 and 10): cells of the device backend -------------
+
+DEVICE_BOARD_KEYS = ("board", "port", "label", "source", "icount", "link_rate_bps",
+                     "call_deadline_s", "retry_s")
+
+
+@dataclass(frozen=True)
+class DeviceJob(Job):
+    """A cell on a board: its own sizes (the paper's device sizes), tables and figures."""
+
+    @property
+    def suite_key(self) -> str:
+        return "device"
+
+
+def device_settings(config: dict, suite: str) -> dict:
+    d = config["device"]
+    board = {k: d[k] for k in DEVICE_BOARD_KEYS if k in d}
+    s = d[suite]
+    common = {"deadline_s": config["deadline_s"], "device": board}
+    if suite == "micro":
+        return common | {"payload_mode": s.get("payload_mode", "binary"),
+                         "requests": s["requests"], "warmup": s["warmup"]}
+    return common | {"workers": s.get("workers", 5), "workload": s["workload"]}
+
+
+def device_matrix(config: dict) -> list[DeviceJob]:
+    """Every board cell the `device` section asks for (none without one). The micro suite pairs
+    co-located with deployment 1 and isolated with 2 and 4, as on the host."""
+    d = config.get("device")
+    if not d:
+        return []
+    jobs = []
+    for suite in ("micro", "beps"):
+        s = d[suite]
+        settings = json.dumps(device_settings(config, suite), sort_keys=True)
+        for iso in s["isolations"]:
+            for dep in s["deployments"]:
+                if suite == "micro" and micro_contradiction(iso, dep):
+                    continue
+                for payload in (s["payloads"] if suite == "micro" else [None]):
+                    cell = Cell(suite, "specialized", "device", iso, dep, payload)
+                    jobs.append(DeviceJob(cell, settings))
     return jobs
 
 

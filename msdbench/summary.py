@@ -23,6 +23,13 @@ def cell_rows(meta_path: str | Path) -> list[dict]:
         base["payload"] = settings.get("payload")
         base["payload_mode"] = settings.get("payload_mode")
         base["wire_bytes"] = meta.get("driver", {}).get("wire_bytes")
+    if base["backend"] == "device":  # which board, and how it was emulated (figures say so)
+        info = meta.get("backend_info") or {}
+        board = settings.get("device", {})
+        base["board"] = info.get("label") or board.get("label") or board.get("board")
+        emulation = info.get("emulation") or {}
+        base["emulation"] = ", ".join(f"{k}={v}" for k, v in emulation.items() if v) or None
+        base["timing"] = meta.get("driver", {}).get("timing")
     base.update(status=meta["status"], reason=meta.get("reason", ""),
                 problems="; ".join(meta.get("driver", {}).get("problems", [])),
                 pinning=settings.get("pinning"), config_hash=meta.get("config_hash"),

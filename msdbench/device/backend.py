@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -209,6 +210,14 @@ class DeviceDeployment:
         return out
 
     def set_fault(self, service: str, fault: str, count: int = 1) -> None:
+        """A service's fault switch on the board; or, test-only, ("board", "stop"): the board's
+        process is stopped (SIGSTOP), a board that no longer answers."""
+        if service == "board":
+            if fault != "stop" or self.board.proc is None:
+                raise BackendError(f"board fault {fault!r}: only 'stop', and only on a board "
+                                   "this harness started (emulated, unix)")
+            os.kill(self.board.proc.pid, signal.SIGSTOP)
+            return
         self._call("set_fault", service, fault, count)
 
     def counters(self, service: str) -> dict:

@@ -47,6 +47,7 @@ def _end(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGCONT)   # a stopped board (a test's fault) must see it too
     try:
         proc.wait(timeout=3)
     except subprocess.TimeoutExpired:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -83,9 +84,22 @@ def _make(tree: Path, port: str, log) -> None:
     cmd = ["nice", "-n", "10", "make", "-j2", *MAKE_ARGS[port]]
     log.write(f"$ {' '.join(cmd)}\n".encode())
     log.flush()
-    r = subprocess.run(cmd, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
-    if r.returncode:
-        raise FirmwareError(f"building the MicroPython {port} port failed (make exit {r.returncode}); "
+    # Its own process group: on an error or Ctrl-C, make and every compiler it started end
+    # before the temporary tree is removed.
+    proc = subprocess.Popen(cmd, cwd=tree, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        rc = proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    if rc:
+        raise FirmwareError(f"building the MicroPython {port} port failed (make exit {rc}); "
                             f"see {log.name}")
 
 

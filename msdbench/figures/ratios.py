@@ -10,6 +10,12 @@ Three comparisons, one row per pair of cells that both passed (status "ok"):
 * `platform`: per cell (suite, backend, isolation, deployment, payload, request type),
   mean(specialized) / mean(linux).
 
+* `device-isolation`, `device-deployment` (the microcontroller tier, backend device): the paper's
+  device claims: poll isolated d2 / co-located d1 (20x); BEPS d2 / d1 per isolation and request
+  type (about 2x); BEPS d4 / d2 co-located, the sum over the request types' means ("total
+  average time across all benchmarks", 134x; op "all"), with per-type rows beside it. Each row
+  names the board it ran on (`board`).
+
 Each row carries both means, the ratio of means and the ratio of medians (p50: less moved by the
 outliers of a shared machine), and the paper's number where it gives one.
 """
@@ -20,10 +26,12 @@ import pandas as pd
 
 # The paper's isolation ratios for the microbenchmark (isolated d2 over co-located d1).
 PAPER_MICRO_ISOLATION = {"specialized": 73.0, "linux": 1.3}
+# The paper's microcontroller claims (section 4.1 and 4.2, Ambience on the nRF52840).
+PAPER_DEVICE = {"isolation": 20.0, "d2/d1": 2.0, "d4/d2": 134.0}
 
 COLUMNS = ["suite", "comparison", "platform", "backend", "isolation", "deployment", "payload", "op",
            "numerator", "denominator", "numerator_mean_us", "denominator_mean_us", "ratio",
-           "numerator_p50_us", "denominator_p50_us", "ratio_p50", "paper_ratio"]
+           "numerator_p50_us", "denominator_p50_us", "ratio_p50", "paper_ratio", "board"]
 
 
 def _ok(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -96,10 +104,48 @@ def platform_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
                   "specialized", "linux")
 
 
-def ratios(micro: pd.DataFrame | None = None, beps: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The ratio table (columns COLUMNS); empty tables or absent suites give no rows."""
-    micro, beps = _ok(micro), _ok(beps)
+def _device_base(suite: str, comparison: str, board) -> dict:
+    return {"suite": suite, "comparison": comparison, "platform": "specialized",
+            "backend": "device", "board": board}
+
+
+def device_ratios(device: pd.DataFrame) -> list[dict]:
     rows = []
+    for board, g in device.groupby("board", dropna=False):
+        micro, beps = _cell(g, suite="micro"), _cell(g, suite="beps")
+        rows += _pairs(_cell(micro, isolation="isolated", deployment=2),
+                       _cell(micro, isolation="co-located", deployment=1), ["payload", "op"],
+                       _device_base("micro", "device-isolation", board), "isolated d2",
+                       "co-located d1", keep={"isolation": "isolated",
+                                              "paper_ratio": PAPER_DEVICE["isolation"]})
+        for iso, b in beps.groupby("isolation"):
+            rows += _pairs(_cell(b, deployment=2), _cell(b, deployment=1), ["op"],
+                           _device_base("beps", "device-deployment", board), f"{iso} d2",
+                           f"{iso} d1", keep={"isolation": iso, "deployment": 2,
+                                              "paper_ratio": PAPER_DEVICE["d2/d1"]})
+            d4, d2 = _cell(b, deployment=4), _cell(b, deployment=2)
+            rows += _pairs(d4, d2, ["op"], _device_base("beps", "device-deployment", board),
+                           f"{iso} d4", f"{iso} d2", keep={"isolation": iso, "deployment": 4})
+            common = sorted(set(d4["op"]) & set(d2["op"]))
+            if iso == "co-located" and common:   # the paper's 134x: total over the request types
+                total = {k: pd.DataFrame([{"op": "all", "mean_us": f[f["op"].isin(common)][
+                    "mean_us"].sum(), "p50_us": f[f["op"].isin(common)]["p50_us"].sum()}])
+                    for k, f in (("n", d4), ("d", d2))}
+                rows += _pairs(total["n"], total["d"], ["op"],
+                               _device_base("beps", "device-deployment", board),
+                               f"{iso} d4 (sum of request types)", f"{iso} d2 (sum)",
+                               keep={"isolation": iso, "deployment": 4,
+                                     "paper_ratio": PAPER_DEVICE["d4/d2"]})
+    return rows
+
+
+def ratios(micro: pd.DataFrame | None = None, beps: pd.DataFrame | None = None,
+           device: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ratio table (columns COLUMNS); empty tables or absent suites give no rows."""
+    micro, beps, device = _ok(micro), _ok(beps), _ok(device)
+    rows = []
+    if not device.empty:
+        rows += device_ratios(device)
     if not micro.empty:
         rows += micro_isolation(micro) + platform_ratio(micro, "micro")
     if not beps.empty:
@@ -123,8 +169,12 @@ def write(out_csv: str, tables: list[str]) -> pd.DataFrame:
         df = pd.read_parquet(path)
         if df.empty or "suite" not in df.columns:
             continue
-        for suite, g in df.groupby("suite"):
-            by_suite[suite] = pd.concat([by_suite.get(suite), g]) if suite in by_suite else g
-    out = ratios(by_suite.get("micro"), by_suite.get("beps"))
+        # Board cells compare with each other only (the device rows), never with the host's.
+        on_board = df["backend"] == "device" if "backend" in df.columns else False
+        for key, part in (("device", df[on_board]), (None, df[~on_board])):
+            for suite, g in part.groupby("suite"):
+                k = key or suite
+                by_suite[k] = pd.concat([by_suite[k], g]) if k in by_suite else g
+    out = ratios(by_suite.get("micro"), by_suite.get("beps"), by_suite.get("device"))
     atomic_write_csv(out_csv, out)
     return out

@@ -1,20 +1,22 @@
 # Validate the config (the error names the field and the allowed values) and turn it into targets.
 import json
 
-from msdbench.config import ConfigError, backend_options, load, matrix, validate
+from msdbench.config import ConfigError, backend_options, device_matrix, load, matrix, validate
 
 try:
     validate(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-JOBS = {job.stem: job for job in matrix(config)}
-SUITES = sorted({job.cell.suite for job in JOBS.values()})
+# Device cells (config `device`) share the stems' shape and rules; their tables and figures are
+# their own (suite key "device": workflow/rules/device.smk).
+JOBS = {job.stem: job for job in matrix(config) + device_matrix(config)}
+SUITES = sorted({job.suite_key for job in JOBS.values()})
 DOCKER_HOST = config.get("docker_host") or ""
 
 
 wildcard_constraints:
-    suite="micro|beps",
+    suite="micro|beps|device",
     platform="[a-z]+",
     backend="[a-z]+",
     isolation="[a-z-]+",
@@ -34,10 +36,12 @@ def job_of(wildcards, suite):
 
 
 def cell_metas(suite):
-    return [f"results/raw/{stem}.json" for stem, j in JOBS.items() if j.cell.suite == suite]
+    return [f"results/raw/{stem}.json" for stem, j in JOBS.items() if j.suite_key == suite]
 
 
 def figure_files(suite):
+    if suite == "device":  # paper figs 7 (poll) and 10 (BEPS) on the board
+        return expand("results/plots/{name}.{ext}", name=DEVICE_FIGURES, ext=["png", "pdf"])
     return expand("results/plots/{suite}.{ext}", suite=suite, ext=["png", "pdf"])
 
 

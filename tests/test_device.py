@@ -1,0 +1,260 @@
+"""The microcontroller tier, on real parts: MicroPython built from source, the board program on
+the unix port and on the emulated board (QEMU MPS2-AN385), the serial link through pyserial, a
+pty relay that damages frames, and the clean-up on every path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import thriftpy2.transport
+from thriftpy2.protocol import TBinaryProtocol
+
+from msdbench import idl
+from msdbench.backends.base import BackendError
+from msdbench.cell import run_cell
+from msdbench.device import bundle, firmware
+from msdbench.planning import Cell, plan
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_BEPS = {"users": 10, "active_users": 10, "follows_per_user": 1, "publishes_per_user": 1,
+              "name_len": 5, "message_len": 20}
+OURS = ("qemu-system-arm", "msdbench.device.relay", "micropython")
+
+
+def our_processes() -> list[str]:
+    """Boards, relays and emulators this test session started (its descendants)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if any(name in line for name in OURS):
+            out.append(f"{p.pid}: {line[:120]}")
+    return out
+
+
+@pytest.fixture
+def no_device_leftovers():
+    yield
+    deadline = time.monotonic() + 10
+    while our_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not our_processes(), f"left running: {our_processes()}"
+
+
+@pytest.fixture(scope="session")
+def built():
+    """Both ports, built from the MicroPython source (cached by its hash after the first time)."""
+    src = firmware.default_source()
+    assert src.exists(), (f"MicroPython source {src} not found: set ${firmware.SOURCE_ENV} to a "
+                          "release tarball or a git clone")
+    return firmware.build(("qemu", "unix"))
+
+
+def cell(tmp_path, suite, isolation, deployment, board, payload=64, **device):
+    settings = {"deadline_s": 120, "device": {"board": board, **device}}
+    if suite == "micro":
+        settings.update(payload_mode="binary", requests=100, warmup=5)
+    else:
+        settings.update(workers=5, workload=PAPER_BEPS)
+    m = plan(Cell(suite, "specialized", "device", isolation, deployment,
+                  payload if suite == "micro" else None), settings)
+    raw, meta = tmp_path / "c.parquet", tmp_path / "c.json"
+    return m, raw, meta
+
+
+def measured(tmp_path, *args, faults=(), **kw):
+    m, raw, meta = cell(tmp_path, *args, **kw)
+    result = run_cell(m, raw, meta, faults=faults, workdir=tmp_path / "work")
+    return result, pd.read_parquet(raw)
+
+
+# -- the board's code on the host: codec and framing ----------------------------------------------
+
+def test_board_codec_speaks_thrift_binary_as_thriftpy2_does():
+    ns = bundle.namespace()
+    beps = idl.load("beps")
+    msgs = [beps.Message(id=7, user="alice", text="h\u00e9llo", ts_ns=-5),
+            beps.Message(id=2**40, user="b", text="", ts_ns=0)]
+    # thriftpy2 writes a get_feed result; the board's codec reads it ...
+    buf = thriftpy2.transport.TMemoryBuffer()
+    beps.Frontend.get_feed_result(success=msgs).write(TBinaryProtocol(buf))
+    spec = ns["SERVICES"]["Frontend"]["get_feed"][1]
+    got, end = ns["r_fields"](buf.getvalue(), 0, spec)
+    assert end == len(buf.getvalue())
+    assert [(m.id, m.user, m.text, m.ts_ns) for m in got.success] == \
+        [(m.id, m.user, m.text, m.ts_ns) for m in msgs]
+    # ... and what the board writes, thriftpy2 reads back equal.
+    out = bytearray()
+    ns["w_fields"](out, spec, got)
+    back = beps.Frontend.get_feed_result()
+    back.read(TBinaryProtocol(thriftpy2.transport.TMemoryBuffer(bytes(out))))
+    assert back.success == msgs
+
+
+def test_frame_parser_drops_damaged_frames_and_keeps_good_ones():
+    ns = bundle.namespace()
+    enc, parser = ns["encode_frame"], ns["FrameParser"]()
+    good = [enc(i, 1, bytes([i]) * (10 + i)) for i in range(6)]
+    corrupt = bytearray(good[1])
+    corrupt[-6] ^= 0xFF
+    stream = (b"\x00junk" + good[0] + bytes(corrupt) + good[2][:-3] + good[3] + good[3]
+              + good[4][:5] + good[5])
+    frames = []
+    for b in stream:                    # byte by byte: the worst case for resynchronisation
+        parser.feed(bytes([b]))
+        while (f := parser.next()) is not None:
+            frames.append(f)
+    seqs = [f[0] for f in frames]
+    # Every frame that came through is a good one, unchanged; damaged ones are counted.
+    assert all(f[2] == bytes([f[0]]) * (10 + f[0]) for f in frames)
+    assert 1 not in seqs and 0 in seqs and 5 in seqs
+    assert seqs.count(3) >= 1
+    assert parser.bad >= 2
+
+
+# -- the unix port: the same board program, fast ----------------------------------------------------
+
+def test_device_code_runs_on_the_unix_port(tmp_path, built, no_device_leftovers):
+    meta, df = measured(tmp_path / "m1", "micro", "co-located", 1, "unix")
+    assert meta["status"] == "ok" and meta["driver"]["crossings"] == 0
+    meta, df = measured(tmp_path / "m2", "micro", "isolated", 2, "unix")
+    # Every call crossed a group boundary once (warm-up included), and each was timed.
+    assert meta["driver"]["crossings"] == 105 and len(df) == 105
+    meta, df = measured(tmp_path / "b", "beps", "tiered", 2, "unix")
+    assert meta["status"] == "ok", meta["driver"].get("problems")
+    assert df[~df.warmup].groupby("op").size().to_dict() == {
+        op: 10 for op in ("create_user", "subscribe", "publish", "unsubscribe", "delete_user")}
+
+
+def test_board_side_check_catches_a_dropped_feed_update(tmp_path, built, no_device_leftovers):
+    meta, _ = measured(tmp_path, "beps", "co-located", 1, "unix",
+                       faults=[("reader", "drop_feed_update", 1)])
+    assert meta["status"] == "failed-check"
+    assert any("feed" in p for p in meta["driver"]["problems"])
+
+
+# -- the emulated board -----------------------------------------------------------------------------
+
+def test_emulated_board_runs_micro_and_beps_cells(tmp_path, built, no_device_leftovers):
+    meta, df = measured(tmp_path / "m", "micro", "co-located", 1, "emulated")
+    assert meta["status"] == "ok"
+    assert meta["backend_info"]["hello"]["platform"] == "qemu"
+    assert meta["backend_info"]["emulation"]["icount"].startswith("shift=4")
+    assert (df[~df.warmup].e2e_ns > 0).all()
+    meta, df = measured(tmp_path / "b", "beps", "tiered", 2, "emulated")
+    assert meta["status"] == "ok", meta["driver"].get("problems")
+    assert meta["driver"]["crossings"] > 0
+    # Deployment 4: the host's client across the paced link, its correctness check on the host.
+    meta, df = measured(tmp_path / "b4", "beps", "co-located", 4, "emulated")
+    assert meta["status"] == "ok", meta["driver"].get("problems")
+    assert meta["backend_info"]["link"]["rate_bps"] == 250000
+    assert meta["driver"]["timing"].startswith("host")
+
+
+def test_damaged_frames_are_counted_and_never_give_a_wrong_answer(tmp_path, built,
+                                                                   no_device_leftovers):
+    meta, df = measured(tmp_path, "beps", "co-located", 4, "unix", link_rate_bps=0, retry_s=0.3)
+    assert meta["status"] == "ok"          # the same cell on a clean link, for comparison
+    m, raw, meta_path = cell(tmp_path / "faulty", "beps", "co-located", 4, "unix",
+                             link_rate_bps=0, retry_s=0.3)
+    m.settings["backend_options"]["faults"] = {"corrupt": 7, "truncate": 11, "duplicate": 5}
+    meta = run_cell(m, raw, meta_path, workdir=tmp_path / "faulty" / "work")
+    link = meta["driver"]["link"]
+    injected = link["relay_injected"]
+    for fault in ("corrupt", "truncate", "duplicate"):
+        assert injected.get(f"to_board_{fault}", 0) + injected.get(f"to_host_{fault}", 0) > 0
+    # Never a wrong answer: every request ran exactly once and every feed came out exact.
+    assert meta["status"] == "ok", meta["driver"].get("problems")
+    df = pd.read_parquet(raw)
+    assert df[~df.warmup].groupby("op").size().eq(10).all()
+    # Both ends counted what the relay did to the frames that came their way.
+    host, board = link["host"], link["board"]
+    assert board["bad_frames"] >= injected.get("to_board_corrupt", 0) + injected.get(
+        "to_board_truncate", 0)
+    assert host["bad_frames"] >= injected.get("to_host_corrupt", 0) + injected.get(
+        "to_host_truncate", 0)
+    assert board["duplicates"] >= injected.get("to_board_duplicate", 0)
+    assert host["stale_replies"] >= injected.get("to_host_duplicate", 0)
+    assert host["retries"] > 0
+
+
+def test_a_board_that_stops_answering_ends_the_cell_naming_the_port(tmp_path, built,
+                                                                     no_device_leftovers):
+    m, raw, meta = cell(tmp_path, "micro", "isolated", 4, "emulated", call_deadline_s=3,
+                        retry_s=0.5)
+    with pytest.raises(BackendError, match=r"serial port /dev/pts/\d+"):
+        run_cell(m, raw, meta, faults=[("board", "stop", 1)], workdir=tmp_path / "work")
+    assert not raw.exists() and not meta.exists()
+
+
+def test_ctrl_c_mid_cell_leaves_no_emulator_relay_or_result(tmp_path, built, no_device_leftovers):
+    m, raw, meta = cell(tmp_path, "beps", "co-located", 4, "emulated")
+    mpath = tmp_path / "m.yaml"
+    m.save(mpath)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "msdbench", "measure", str(mpath), "--raw",
+                             str(raw), "--meta", str(meta)], env=env, stderr=subprocess.PIPE)
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:   # until the relay runs: the board is up, mid-bring-up
+        kids = [" ".join(p.cmdline()) for p in me.children(recursive=True)]
+        if any("msdbench.device.relay" in k for k in kids):
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the relay never started")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert not raw.exists() and not meta.exists()
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+
+# -- building the firmware --------------------------------------------------------------------------
+
+def test_a_failed_or_interrupted_build_leaves_no_temp_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSDBENCH_CACHE", str(tmp_path / "cache"))
+    bogus = tmp_path / "bogus.tar.gz"
+    (tmp_path / "tree" / "micropython-x" / "ports").mkdir(parents=True)
+    with tarfile.open(bogus, "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "micropython-x", arcname="micropython-x")
+    with pytest.raises(firmware.FirmwareError, match="make exit"):
+        firmware.build(("unix",), bogus)
+    root = firmware.cache_root()
+    assert not list(root.glob(".build-*"))
+    # Ctrl-C in the middle of a real build: the temp tree goes too.
+    src = firmware.default_source()
+    code = ("import sys; from msdbench.device import firmware; firmware.build(('unix',), sys.argv[1])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src)], stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 120
+    while not list(root.glob(".build-*/*/ports")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(root.glob(".build-*")), "the build never started"
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert not list(root.glob(".build-*"))
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(root) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_an_absent_serial_port_skips_the_cell_with_the_reason(tmp_path):
+    m, raw, meta = cell(tmp_path, "micro", "co-located", 1, "serial", port="/dev/ttyNOSUCH9")
+    result = run_cell(m, raw, meta)
+    assert result["status"] == "skipped"
+    assert "/dev/ttyNOSUCH9" in result["reason"]
+    assert json.loads(meta.read_text())["status"] == "skipped"
