@@ -23,3 +23,23 @@ def exit_status(rc: int | None) -> str | None:
     if rc is None:
         return None
     return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+
+
+def end_group(proc, grace_s: float = 3.0) -> None:
+    """End a child started with start_new_session=True and everything it started: SIGTERM to its
+    process group (SIGCONT too, so a stopped one sees it), SIGKILL after `grace_s`; then reap."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+    try:
+        proc.wait(timeout=grace_s)
+    except Exception:  # subprocess.TimeoutExpired
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()

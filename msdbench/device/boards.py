@@ -15,14 +15,13 @@ import functools
 import os
 import re
 import select
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from msdbench.device import bundle, firmware
-from msdbench.lifetime import die_with_parent, exit_status
+from msdbench.lifetime import die_with_parent, end_group, exit_status
 
 BOARDS = ("emulated", "serial", "unix")
 START_TIMEOUT_S = 20.0
@@ -44,15 +43,7 @@ def _spawn(cmd, log_path: Path, **kw) -> subprocess.Popen:
 
 
 def _end(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    os.killpg(proc.pid, signal.SIGCONT)   # a stopped board (a test's fault) must see it too
-    try:
-        proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    end_group(proc)   # also a stopped board (a test's fault)
 
 
 def _read_line(proc: subprocess.Popen, stream, pattern, what: str, log_path: Path) -> str:

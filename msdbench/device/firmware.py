@@ -15,13 +15,14 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from msdbench.lifetime import end_group
 
 PORTS = ("qemu", "unix")
 QEMU_BOARD = "MPS2_AN385"
@@ -91,12 +92,7 @@ def _make(tree: Path, port: str, log) -> None:
     try:
         rc = proc.wait()
     except BaseException:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        end_group(proc, grace_s=10)
         raise
     if rc:
         raise FirmwareError(f"building the MicroPython {port} port failed (make exit {rc}); "
