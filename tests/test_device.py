@@ -28,29 +28,38 @@ from msdbench.planning import Cell, plan
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_BEPS = {"users": 10, "active_users": 10, "follows_per_user": 1, "publishes_per_user": 1,
               "name_len": 5, "message_len": 20}
-OURS = ("qemu-system-arm", "msdbench.device.relay", "micropython")
+OURS = ("mps2-an385", "msdbench.device.relay", "msdbench_board_")  # qemu, relay, unix port
 
 
-def our_processes() -> list[str]:
-    """Boards, relays and emulators this test session started (its descendants)."""
+def descendants(pid: int | None = None) -> list[str]:
     out = []
-    for p in psutil.Process().children(recursive=True):
+    for p in psutil.Process(pid).children(recursive=True):
         try:
-            line = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if any(name in line for name in OURS):
-            out.append(f"{p.pid}: {line[:120]}")
+            out.append(f"{p.pid}: " + " ".join(p.cmdline()))
+        except psutil.Error:   # ended meanwhile, or a zombie
+            pass
     return out
+
+
+def our_processes(since: float | None = None) -> list[str]:
+    """Boards, relays and emulators this test session started: its descendants, and (`since`)
+    any started after that time, wherever they were reparented."""
+    lines = descendants()
+    if since is not None:
+        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            if (p.info["create_time"] or 0) >= since and p.info["cmdline"]:
+                lines.append(f"{p.info['pid']}: " + " ".join(p.info["cmdline"]))
+    return sorted({line[:140] for line in lines if any(name in line for name in OURS)})
 
 
 @pytest.fixture
 def no_device_leftovers():
+    since = time.time()
     yield
     deadline = time.monotonic() + 10
-    while our_processes() and time.monotonic() < deadline:
+    while our_processes(since) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not our_processes(), f"left running: {our_processes()}"
+    assert not our_processes(since), f"left running: {our_processes(since)}"
 
 
 @pytest.fixture(scope="session")
@@ -200,28 +209,28 @@ def test_a_board_that_stops_answering_ends_the_cell_naming_the_port(tmp_path, bu
 
 
 def test_ctrl_c_mid_cell_leaves_no_emulator_relay_or_result(tmp_path, built, no_device_leftovers):
-    m, raw, meta = cell(tmp_path, "beps", "co-located", 4, "emulated")
+    # 100 calls across the paced link: the cell runs for seconds after the relay appears.
+    m, raw, meta = cell(tmp_path, "micro", "isolated", 4, "emulated")
     mpath = tmp_path / "m.yaml"
     m.save(mpath)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "msdbench", "measure", str(mpath), "--raw",
-                             str(raw), "--meta", str(meta)], env=env, stderr=subprocess.PIPE)
-    me = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:   # until the relay runs: the board is up, mid-bring-up
-        kids = [" ".join(p.cmdline()) for p in me.children(recursive=True)]
-        if any("msdbench.device.relay" in k for k in kids):
-            break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the relay never started")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()[-2000:]
-    assert not raw.exists() and not meta.exists()
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+                             str(raw), "--meta", str(meta)], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("msdbench.device.relay" in line for line in descendants(proc.pid)):
+            assert time.monotonic() < deadline, "the relay never started"
+            time.sleep(0.05)
+        time.sleep(1.0)   # past bring-up, into the calls
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out + err).decode()[-2000:]
+    assert not raw.exists() and not meta.exists()   # and no_device_leftovers: no qemu, no relay
 
 
 # -- building the firmware --------------------------------------------------------------------------
