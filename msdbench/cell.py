@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from msdbench.backends import make_backend
+from msdbench.hosts import HostUnavailable
 from msdbench.manifest import Manifest
 from msdbench.metadata import config_hash, environment
 from msdbench.results import atomic_write_json, atomic_write_parquet, samples_frame
@@ -61,22 +62,32 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
             "environment": environment()}
     options = (backend_options or {}) | manifest.settings.get("backend_options", {})
     backend = make_backend(manifest.backend, workdir, **options)
-    skip = getattr(backend, "unavailable_reason", lambda: None)()
-    if skip:
-        meta.update(status=STATUS_SKIPPED, reason=skip, manifest=manifest.to_dict())
+
+    def skipped(reason: str) -> dict:
+        meta.update(status=STATUS_SKIPPED, reason=reason, manifest=manifest.to_dict())
         with interrupts_unwind():
             write_pair(raw_path, empty_raw, meta_path, meta)
         return meta
+
+    skip = getattr(backend, "unavailable_reason", lambda: None)()
+    if skip:
+        return skipped(skip)
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["start_ns"] = time.time_ns()
     t0 = time.monotonic()
     with interrupts_unwind():
-        with backend.up(manifest) as dep:
+        try:
+            dep = backend.up(manifest)
+        except HostUnavailable as e:  # an unreachable host: skipped with the reason, as docker
+            return skipped(str(e))
+        with dep:
             meta["bring_up_s"] = round(time.monotonic() - t0, 3)
             meta["placement"] = dep.placement()
             meta["backend_info"] = backend.describe()
             meta["manifest"] = dep.manifest.to_dict()
             raw = measure(dep, meta)
+        if getattr(dep, "hosts", None) is not None:  # after teardown: with the time it took
+            meta["hosts"] = dep.hosts.facts()
         meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta["end_ns"] = time.time_ns()
         meta["wall_s"] = round(time.monotonic() - t0, 3)
@@ -110,7 +121,8 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
         if faults:
             meta["faults_injected"] = [list(f) for f in faults]
         result = dep.run_driver(driver_spec(manifest))
-        meta["placement"]["client_driver"] = {"affinity": result.pop("client_affinity", None)}
+        meta["placement"]["client_driver"] = {"affinity": result.pop("client_affinity", None),
+                                              "socket": result.pop("client_socket", None)}
         samples = result.pop("samples")
         meta["driver"] = result
         meta["status"] = STATUS_OK if result.get("correct", True) else STATUS_FAILED_CHECK

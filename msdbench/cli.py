@@ -29,7 +29,7 @@ def _cell(a) -> planning.Cell:
 
 def cmd_run(a) -> int:
     from msdbench.cell import run_cell
-    from msdbench.config import ConfigError, device_settings, load, suite_settings
+    from msdbench.config import ConfigError, cell_settings, device_settings, load
     from msdbench.summary import one_line
 
     device = a.backend == "device"
@@ -45,7 +45,7 @@ def cmd_run(a) -> int:
             if getattr(a, key, None):
                 settings["device"][key] = getattr(a, key)
     else:
-        settings = suite_settings(config, a.suite)
+        settings = cell_settings(config, a.suite, a.deployment)
     for key in ("requests", "warmup", "payload_mode", "pinning", "workers"):
         if getattr(a, key, None) is not None:
             settings[key] = getattr(a, key)
@@ -130,13 +130,23 @@ def cmd_throughput(a) -> int:
 def cmd_clean(a) -> int:
     from msdbench.backends.docker import clean
     from msdbench.backends.docker_image import DockerUnavailable
+    from msdbench.hosts import netns
 
+    if netns.can_manage():  # emulated hosts' namespaces and links (needs root)
+        netns.clean(everything=a.all, dry_run=a.dry_run)
     try:
         clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
     except DockerUnavailable as e:
         print(f"msdbench: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_hosts(a) -> int:
+    from msdbench.config import load
+    from msdbench.hosts.check import main as check
+
+    return check(load(a.config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,8 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_throughput)
 
-    p = sub.add_parser("clean", help="remove the docker containers, networks and volumes that "
-                       "crashed runs left behind (label msdbench.run; images are kept)")
+    p = sub.add_parser("hosts", help="`hosts check`: for each configured host, is it reachable, "
+                       "its kernel, CPU, Python and msdbench version (netns: create and remove one)")
+    p.add_argument("action", choices=("check",))
+    p.add_argument("--config", default="config/config.yaml")
+    p.set_defaults(fn=cmd_hosts)
+
+    p = sub.add_parser("clean", help="remove what crashed runs left behind: docker containers, "
+                       "networks and volumes (label msdbench.run; images are kept), and emulated "
+                       "hosts' network namespaces and links (msdb-<pid>-<start>-*)")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
     p.add_argument("--all", action="store_true",
                    help="also remove the objects of runs that are still alive or belong to another machine")

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from msdbench.planning import Cell, PlanError, check_cell, micro_contradiction
+from msdbench.planning import Cell, PlanError, check_cell, client_host, micro_contradiction
 
 
 class ConfigError(ValueError):
@@ -31,10 +31,19 @@ def _where(path) -> str:
     return out or "(top level)"
 
 
+def _keys_as_text(config: dict) -> dict:
+    """YAML reads `deployments: {5: ...}` with an integer key; JSON Schema names keys as text."""
+    if isinstance(config.get("deployments"), dict):
+        config = dict(config, deployments={str(k): v for k, v in config["deployments"].items()})
+    return config
+
+
 def validate(config: dict) -> dict:
     """Raise ConfigError for the first problems found (all of them, up to a few)."""
+    from msdbench.hosts import HostError, check_hosts
+
     validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    errors = sorted(validator.iter_errors(_keys_as_text(config)), key=lambda e: list(e.path))
     if errors:
         lines = []
         for e in errors[:5]:
@@ -48,9 +57,14 @@ def validate(config: dict) -> dict:
                 msg += f"; allowed keys: {allowed}"
             lines.append(f"config field '{_where(e.path)}': {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    try:
+        check_hosts(config.get("hosts"))
+    except HostError as e:
+        raise ConfigError(f"invalid configuration: config field {e}") from None
     for job in matrix(config) + throughput_matrix(config) + device_matrix(config):  # plannable
         try:
             check_cell(job.cell)
+            client_host(job.cell, job.settings)
         except PlanError as e:
             raise ConfigError(f"invalid configuration: {job.suite_key} cell {job.label}: {e}") from None
     t = config.get("throughput") or {}
@@ -106,6 +120,31 @@ def suite_settings(config: dict, suite: str) -> dict:
     return common | {"workers": s["workers"], "workload": s["workload"]}
 
 
+def host_settings(config: dict, deployment: int) -> dict:
+    """What a cell on another host adds to its settings: which host, and that host's entry (so a
+    change to the host reruns exactly its cells). Empty for deployments on this machine."""
+    from msdbench.planning import OTHER_HOST_DEPLOYMENTS
+
+    if deployment not in OTHER_HOST_DEPLOYMENTS:
+        return {}
+    placed = _keys_as_text(config).get("deployments", {}).get(str(deployment)) or {}
+    name = placed.get("client_host")
+    hosts = config.get("hosts") or {}
+    if name is not None and (name not in hosts or name == "local"):
+        raise ConfigError(f"invalid configuration: config field 'deployments.{deployment}."
+                          f"client_host': {name!r} is not a host of `hosts:` other than 'local' "
+                          f"(defined: {sorted(hosts) or 'none'})")
+    out = {"client_host": name, "hosts": {name: hosts[name]} if name in hosts else {}}
+    if "local" in hosts:
+        out["hosts"]["local"] = hosts["local"]
+    return out
+
+
+def cell_settings(config: dict, suite: str, deployment: int) -> dict:
+    """One cell's settings: its suite's, and where its client goes."""
+    return suite_settings(config, suite) | host_settings(config, deployment)
+
+
 def backend_options(config: dict) -> dict:
     return {"docker_host": config.get("docker_host")} if config.get("docker_host") else {}
 
@@ -116,7 +155,6 @@ def matrix(config: dict) -> list[Job]:
     jobs = []
     for suite in ("micro", "beps"):
         sc = config.get(suite) or {}
-        settings = json.dumps(suite_settings(config, suite), sort_keys=True)
         payloads = sc.get("payloads", [None]) if suite == "micro" else [None]
         for platform in config["platforms"]:
             for backend in config["backends"]:
@@ -124,6 +162,7 @@ def matrix(config: dict) -> list[Job]:
                     for dep in sc.get("deployments", []):
                         if suite == "micro" and micro_contradiction(iso, dep):
                             continue
+                        settings = json.dumps(cell_settings(config, suite, dep), sort_keys=True)
                         for payload in payloads:
                             jobs.append(Job(Cell(suite, platform, backend, iso, dep, payload), settings))
     return jobs

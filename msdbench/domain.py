@@ -7,6 +7,10 @@ Bring-up has two phases so that no port is fixed in advance:
   2. when the harness calls control.connect(endpoints), build the handlers (callees first),
      connect every outgoing edge, and start serving.
 The client, when it lives in this domain, runs when the harness calls control.run_driver.
+
+`--manifest -` reads the manifest (one JSON line) from stdin and then keeps stdin as a lifeline:
+when it closes (the harness, or the ssh connection that started this domain on another host,
+ended) the domain stops. That is how no domain outlives its harness on a remote host.
 """
 
 from __future__ import annotations
@@ -113,8 +117,21 @@ class DomainRuntime:
         if self.manifest.service(client).domain != self.domain.name:
             raise RuntimeError(f"the client does not live in domain {self.domain.name!r}")
         (edge,) = self.manifest.edges_from(client)
-        result = run_driver(spec, lambda: self.bind(edge))
+        sockets = []
+
+        def connect():
+            stub = self.bind(edge)
+            sock = getattr(stub, "sock", None)
+            if sock is not None and not sockets:  # what the measured path really connects
+                def text(a):
+                    return f"{a[0]}:{a[1]}" if isinstance(a, tuple) else str(a)
+
+                sockets.append({"local": text(sock.getsockname()), "peer": text(sock.getpeername())})
+            return stub
+
+        result = run_driver(spec, connect)
         result["client_affinity"] = sorted(os.sched_getaffinity(0))
+        result["client_socket"] = sockets[0] if sockets else None
         return result
 
     def close(self) -> None:
@@ -178,11 +195,15 @@ class ControlHandler:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m msdbench.domain", description=__doc__.split("\n")[0])
-    ap.add_argument("--manifest", required=True, help="manifest file (YAML or JSON)")
+    ap.add_argument("--manifest", required=True,
+                    help="manifest file (YAML or JSON); '-': one JSON line on stdin, and stdin "
+                         "then is the lifeline (the domain stops when it closes)")
     ap.add_argument("--domain", required=True, help="which of the manifest's domains this is")
     ap.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     ap.add_argument("--advertise", default=None, help="host name peers use (default: --bind)")
     ap.add_argument("--control-port", type=int, default=0)
+    ap.add_argument("--owner", default=None,
+                    help="the harness's owner tag (msdb-<pid>-<start>): labels this process")
     args = ap.parse_args(argv)
 
     stop = threading.Event()
@@ -194,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    manifest = Manifest.load(args.manifest)
+    if args.manifest == "-":
+        manifest = Manifest.from_dict(json.loads(sys.stdin.buffer.readline()))
+        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True,
+                         name="lifeline").start()
+    else:
+        manifest = Manifest.load(args.manifest)
     rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
     # threads: a status call (stats, counters) must not wait behind a long run_driver
     control = ThriftServer(idl.load("control").Control, args.bind, args.control_port, threads=4)

@@ -43,3 +43,23 @@ def end_group(proc, grace_s: float = 3.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``msdb-<pid>-<start time>``: names what this harness creates outside itself (namespaces,
+    links, remote processes), so that `msdbench clean` can tell whether its owner still lives."""
+    import psutil
+
+    p = psutil.Process(pid)
+    return f"msdb-{p.pid}-{int(p.create_time())}"
+
+
+def owner_alive(tag: str) -> bool:
+    """Whether the process that `owner_tag` named is still running on this machine."""
+    import psutil
+
+    try:
+        _, pid, started = tag.split("-")[:3]
+        return int(psutil.Process(int(pid)).create_time()) == int(started)
+    except (ValueError, psutil.Error):
+        return False

@@ -3,6 +3,9 @@
 Planning writes it (pure, from a cell of the matrix), backends bring it up and down, drivers read
 where their client sits. Addresses are left empty by planning and filled in at bring-up, when
 each service has bound its port: the resolved manifest is what a cell's metadata records.
+
+`hosts` names the hosts the domains run on (each domain's `host` is a key of it; see
+msdbench/hosts/__init__.py): planning copies the config's entry, bring-up adds its `address`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Manifest:
     edges: list[Edge]
     client: str = "client"         # the client's service name
     settings: dict = field(default_factory=dict)  # what the driver needs: payload, requests, ...
+    hosts: dict = field(default_factory=lambda: {"local": {"kind": "local"}})  # name -> entry
 
     def domain(self, name: str) -> Domain:
         for d in self.domains:

@@ -21,7 +21,8 @@ DEPLOYMENTS = {
     4: "client in a VM on another host",
     5: "client on another host, bare metal",
 }
-SUPPORTED_DEPLOYMENTS = (1, 2)
+SUPPORTED_DEPLOYMENTS = (1, 2, 5)
+OTHER_HOST_DEPLOYMENTS = (5,)  # the client's domain on the host named by settings["client_host"]
 # On a board (the device backend) the client sits in the entry service's group (1), in a group of
 # its own (2), or on another node across the serial link (4).
 DEVICE_DEPLOYMENTS = (1, 2, 4)
@@ -67,8 +68,13 @@ def check_cell(cell: Cell) -> None:
         _choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
     elif cell.deployment not in SUPPORTED_DEPLOYMENTS:
         raise PlanError(
-            f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM or a second "
-            f"host, which no backend provides yet; supported deployments: {list(SUPPORTED_DEPLOYMENTS)}")
+            f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM, which "
+            f"no host kind provides yet; supported deployments: {list(SUPPORTED_DEPLOYMENTS)}")
+    if cell.deployment in OTHER_HOST_DEPLOYMENTS and cell.backend != "process":
+        raise PlanError(
+            f"deployment {cell.deployment} with backend {cell.backend!r}: a domain on another "
+            "host is started by the process backend only (a container there would need that "
+            "host's engine and networking across two engines, not built yet); use backend 'process'")
     if cell.suite == "micro":
         if cell.payload is None or cell.payload < 0:
             raise PlanError(f"payload: {cell.payload!r} must be an integer >= 0 for the micro suite")
@@ -146,11 +152,39 @@ def _cpus(pinning: str, is_client_only: bool) -> list[int] | None:
     return [0] if is_client_only else [1]
 
 
+def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
+    """Mapping 2, for the deployments on another host: which host the client goes to and its
+    entry (config: `deployments: {5: {client_host: NAME}}` and `hosts: {NAME: {kind: ...}}`)."""
+    from msdbench.hosts import HostError, make_host
+
+    if cell.deployment not in OTHER_HOST_DEPLOYMENTS:
+        return "local", {}
+    name = settings.get("client_host")
+    hosts = settings.get("hosts") or {}
+    if not name:
+        raise PlanError(f"deployment {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs the "
+                        f"other host named: `deployments: {{{cell.deployment}: {{client_host: "
+                        "NAME}}` and `hosts: {NAME: {kind: netns}}` (or kind ssh)")
+    if name not in hosts or name == "local":
+        raise PlanError(f"deployments.{cell.deployment}.client_host: {name!r} is not a host of "
+                        f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
+    try:
+        host = make_host(name, hosts[name])
+    except HostError as e:
+        raise PlanError(str(e)) from None
+    if host.kind == "local":
+        raise PlanError(f"deployments.{cell.deployment}.client_host: {name!r} is kind 'local' "
+                        "(this machine): the client's host must be another host (netns or ssh)")
+    return name, hosts[name]
+
+
 def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
-    payload_mode, ...); they are copied into the manifest for the driver and the record."""
+    payload_mode, and for deployment 5 `client_host` and its `hosts` entry); they are copied into
+    the manifest for the driver and the record."""
     settings = dict(settings or {})
     check_cell(cell)
+    chost, chost_spec = client_host(cell, settings)
     device = cell.backend == "device"
     pinning = "board" if device else settings.get("pinning", "same-core")
     if not device:
@@ -174,7 +208,7 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     domains = []
     for name in order:
         members = [s.name for s in services if s.domain == name]
-        host = "local"
+        host = chost if members == ["client"] else "local"
         if device:  # the server side on the board; the client too, unless across the link
             host = "local" if members == ["client"] and cell.deployment == 4 else "board"
         domains.append(Domain(name, members, host, _cpus(pinning, members == ["client"])))
@@ -190,5 +224,8 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
         settings["payload"] = cell.payload
     else:
         settings["workers"] = workers
+    hosts = {"local": dict((settings.get("hosts") or {}).get("local") or {"kind": "local"})}
+    if chost != "local":
+        hosts[chost] = dict(chost_spec)
     return Manifest(cell.suite, cell.platform, cell.isolation, cell.deployment, cell.backend,
-                    domains, services, edges, "client", settings)
+                    domains, services, edges, "client", settings, hosts)

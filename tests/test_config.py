@@ -33,12 +33,16 @@ def counts(jobs) -> dict:
     return out
 
 
-@pytest.mark.parametrize("name", ["config/config.yaml", "config/paper.yaml", "config/docker.yaml"])
+@pytest.mark.parametrize("name", ["config/config.yaml", "config/paper.yaml", "config/docker.yaml",
+                                  "config/hosts.yaml"])
 def test_shipped_configs_expand_to_the_cells_they_promise(name):
     c = load(ROOT / name)
     per_backend = len(c["platforms"]) * len(c["backends"])
-    # micro: co-located runs as deployment 1, isolated as 2 (one pair each), times the payloads
-    expect = {"micro": per_backend * 2 * len(c["micro"]["payloads"]),
+    # micro: co-located runs as deployment 1, isolated as 2 and 5 (one pair each), times the payloads
+    m = c["micro"]
+    pairs = (("co-located" in m["isolations"] and 1 in m["deployments"])
+             + ("isolated" in m["isolations"]) * len([d for d in m["deployments"] if d != 1]))
+    expect = {"micro": per_backend * pairs * len(m["payloads"]),
               "beps": per_backend * len(c["beps"]["isolations"]) * len(c["beps"]["deployments"])}
     t = c.get("throughput")
     if t:
@@ -78,7 +82,7 @@ def test_paper_config_has_the_papers_sizes():
     ({"pinning": "everywhere"}, ["pinning", "['same-core', 'split', 'none']"]),
     ({"beps__workload__users": 1}, ["beps.workload.users", "minimum of 2"]),
     ({"micro__paylods": [1]}, ["micro", "paylods", "allowed keys"]),
-    ({"beps__deployments": [1, 4]}, ["beps", "deployment: 4", "supported deployments: [1, 2]"]),
+    ({"beps__deployments": [1, 4]}, ["beps", "deployment: 4", "supported deployments: [1, 2, 5]"]),
     ({"backends": ["process", "vm"]}, ["backends[1]", "'vm'", "['process', 'docker']"]),
     ({"backends": []}, ["backends", "non-empty"]),
     ({"deadline_s": 0}, ["deadline_s", "minimum of 0"]),
@@ -91,6 +95,15 @@ def test_paper_config_has_the_papers_sizes():
      ["throughput.quiet.max_unaccounted", "minimum of 0"]),
     ({"throughput__quiet": {"max_unaccounted": 0.3, "loud": 1}},
      ["throughput.quiet", "'loud'", "['max_unaccounted', 'retries', 'wait_s']"]),
+    ({"beps__deployments": [1, 5]}, ["beps", "deployment 5", "client_host"]),
+    ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "vmm"}}, "deployments": {5: {"client_host": "edge1"}}},
+     ["hosts.edge1.kind", "'vmm'", "'local', 'netns', 'ssh'"]),
+    ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "netns", "rate": "fast"}},
+      "deployments": {5: {"client_host": "edge1"}}}, ["hosts.edge1.rate", "'fast'", "100mbit"]),
+    ({"hosts": {"edge1": {"kind": "ssh", "url": "http://x"}}}, ["hosts.edge1.url", "ssh://user@host"]),
+    ({"hosts": {"edge1": {"kind": "netns", "colour": 1}}}, ["hosts.edge1", "colour", "allowed"]),
+    ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "netns"}},
+      "deployments": {5: {"client_host": "edge2"}}}, ["deployments.5.client_host", "'edge2'", "edge1"]),
 ])
 def test_bad_config_names_field_and_allowed(changes, expect):
     with pytest.raises(ConfigError) as e:

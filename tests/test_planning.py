@@ -56,10 +56,43 @@ def test_split_pinning_puts_client_apart():
     assert all(d.cpus == [1] for d in m.domains if d.name != "client")
 
 
-@pytest.mark.parametrize("deployment", [3, 4, 5])
+@pytest.mark.parametrize("deployment", [3, 4])
 def test_unsupported_deployments_are_named(deployment):
-    with pytest.raises(PlanError, match=f"deployment: {deployment} .*supported deployments: \\[1, 2\\]"):
+    with pytest.raises(PlanError, match=f"deployment: {deployment} .*needs a VM.*supported deployments: \\[1, 2, 5\\]"):
         plan(Cell("beps", "linux", "process", "tiered", deployment))
+
+
+EDGE = {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns", "rate": "1gbit"}}}
+
+
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+def test_deployment_5_puts_the_client_on_the_named_host(platform):
+    m = plan(Cell("beps", platform, "process", "tiered", 5), EDGE)
+    assert m.client_domain().host == "edge1"
+    assert {d.host for d in m.server_domains()} == {"local"}
+    assert m.hosts == {"local": {"kind": "local"}, "edge1": {"kind": "netns", "rate": "1gbit"}}
+    # across hosts every platform speaks Thrift over TCP (specialized keeps shm between local domains)
+    (edge,) = m.edges_from("client")
+    assert edge.transport == "thrift-tcp"
+    m2 = Manifest.from_dict(m.to_dict())
+    assert m2 == m
+
+
+@pytest.mark.parametrize("settings,match", [
+    ({}, "deployment 5 .*client_host"),
+    ({"client_host": "edge9", "hosts": EDGE["hosts"]}, "deployments.5.client_host: 'edge9'"),
+    ({"client_host": "edge1", "hosts": {"edge1": {"kind": "local"}}}, "kind 'local'"),
+    ({"client_host": "edge1", "hosts": {"edge1": {"kind": "netns", "delay": "soon"}}},
+     "hosts.edge1.delay: 'soon'"),
+])
+def test_deployment_5_without_a_usable_host_is_named(settings, match):
+    with pytest.raises(PlanError, match=match):
+        plan(Cell("micro", "linux", "process", "isolated", 5, 0), settings)
+
+
+def test_deployment_5_with_docker_is_refused_by_name():
+    with pytest.raises(PlanError, match="deployment 5 with backend 'docker'.*process"):
+        plan(Cell("micro", "linux", "docker", "isolated", 5, 0), EDGE)
 
 
 @pytest.mark.parametrize("field,cell,allowed", [

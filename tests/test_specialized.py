@@ -44,16 +44,18 @@ def _cells():
 @pytest.mark.parametrize("platform", ["linux", "specialized"])
 @pytest.mark.parametrize("suite,isolation,deployment", list(_cells()))
 def test_every_edge_gets_the_binding_its_placement_allows(suite, isolation, deployment, platform):
+    other_host = {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns"}}}
     m = plan(Cell(suite, platform, "process", isolation, deployment, 0 if suite == "micro" else None),
-             {"workers": 3})
+             {"workers": 3} | (other_host if deployment == 5 else {}))
     assert m.edges, "a manifest without edges"
     domain_of = {s.name: s.domain for s in m.services}
+    host_of = {d.name: d.host for d in m.domains}
     for e in m.edges:
         same_domain = domain_of[e.caller] == domain_of[e.callee]
-        if platform == "linux":
-            want = "thrift-tcp"  # even inside a domain: what Linux + Thrift does
+        if platform == "linux" or host_of[domain_of[e.caller]] != host_of[domain_of[e.callee]]:
+            want = "thrift-tcp"  # even inside a domain: what Linux + Thrift does; across hosts
         else:
-            want = "direct" if same_domain else "shm"  # every domain is on this host
+            want = "direct" if same_domain else "shm"  # both ends on one host
         assert e.transport == want, (e, domain_of)
         assert e.transport in bindings.TRANSPORTS
 

@@ -3,7 +3,9 @@ always take it down again.
 
 A backend only knows how to start one domain (a process, a container, ...) and learn its control
 address, how to tell whether it still lives, and how to stop it. The two-phase bring-up, the
-driver call and the teardown order live here, once.
+driver call and the teardown order live here, once. The hosts the manifest names
+(msdbench/hosts) are brought up before the first domain starts (`self.hosts`, for start_domain)
+and taken down after the last one stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from msdbench import idl
+from msdbench.hosts import HostSet
 from msdbench.manifest import Manifest
 from msdbench.transports.thrift_tcp import ThriftClient, split_address
 
@@ -34,6 +37,7 @@ class DomainHandle:
 
 class Backend:
     name = "abstract"
+    hosts: HostSet | None = None
 
     # -- what a backend provides -------------------------------------------------------------
     def prepare(self, manifest: Manifest) -> None:
@@ -64,6 +68,7 @@ class Backend:
     def up(self, manifest: Manifest) -> "Deployment":
         dep = Deployment(self, manifest)
         try:
+            self.hosts = dep.hosts = HostSet(manifest).up()
             self.prepare(manifest)
             for d in manifest.domains:
                 dep.handles[d.name] = self.start_domain(manifest, d.name)
@@ -92,6 +97,7 @@ class Deployment:
         self.backend = backend
         self.manifest = manifest
         self.handles: dict[str, DomainHandle] = {}
+        self.hosts: HostSet | None = None
         self.started_ns = time.time_ns()
 
     def __enter__(self) -> "Deployment":
@@ -107,15 +113,19 @@ class Deployment:
         try:
             return getattr(h.control, method)(*args)
         except idl.load("control").ControlError as e:
-            raise BackendError(f"domain {h.name!r}: {method} failed: {e.why}") from None
+            raise BackendError(f"domain {h.name!r}{self._on_host(h)}: {method} failed: {e.why}") from None
         except Exception as e:
             status = self.backend.exit_status(h)
             why = f"it ended ({status})" if status else f"{type(e).__name__}: {e}"
-            raise BackendError(f"domain {h.name!r}: {method}: {why}\n"
+            raise BackendError(f"domain {h.name!r}{self._on_host(h)}: {method}: {why}\n"
                                f"--- last lines of its log ---\n{self.backend.log_tail(h)}") from None
         finally:
             if timeout is not None:
                 h.control.sock.settimeout(CONTROL_TIMEOUT_S)
+
+    def _on_host(self, h: DomainHandle) -> str:
+        host = self.manifest.domain(h.name).host
+        return "" if host == "local" or not self.hosts else f" on {self.hosts[host].where()}"
 
     def client_handle(self) -> DomainHandle:
         return self.handles[self.manifest.client_domain().name]
@@ -159,4 +169,8 @@ class Deployment:
                     pass
             self.handles.clear()
         finally:
-            self.backend.teardown(self.manifest)
+            try:
+                self.backend.teardown(self.manifest)
+            finally:
+                if self.hosts is not None:
+                    self.hosts.down()

@@ -1,20 +1,25 @@
-"""The embedded default: each isolation domain is an OS process on this machine."""
+"""The embedded default: each isolation domain is an OS process, on the host its manifest names.
+
+The host (msdbench/hosts) gives the command line (this machine; `ip netns exec` into an emulated
+host; `ssh` to a remote one) and the address the domain binds and advertises. The manifest goes to
+the domain on its stdin, which then stays open as its lifeline: closing it stops the domain, and it
+closes by itself when the harness dies (with the ssh connection, on a remote host)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.domain import CONTROL_LINE
-from msdbench.lifetime import die_with_parent, exit_status
+from msdbench.lifetime import die_with_parent, exit_status, owner_tag
 from msdbench.manifest import Manifest
 
 START_TIMEOUT_S = 30.0
@@ -35,19 +40,25 @@ class ProcessBackend(Backend):
         manifest.save(self.workdir / "manifest.yaml")
 
     def start_domain(self, manifest: Manifest, domain: str) -> DomainHandle:
-        mpath = self.workdir / "manifest.yaml"
+        host = self.hosts[manifest.domain(domain).host]
         log_path = self.workdir / f"domain-{domain}.log"
         log = open(log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        args = ["-m", "msdbench.domain", "--manifest", "-", "--domain", domain,
+                "--bind", host.address, "--owner", owner_tag()]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "msdbench.domain", "--manifest", str(mpath), "--domain", domain],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
+            host.command(args), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE, env=env,
             # No service outlives the cell that started it, even if the harness is SIGKILLed.
             preexec_fn=functools.partial(die_with_parent, os.getpid()), start_new_session=True)
         log.close()
         handle = DomainHandle(domain, "", proc)
         handle.log_path = log_path
         try:
+            try:
+                proc.stdin.write(json.dumps(manifest.to_dict()).encode() + b"\n")
+                proc.stdin.flush()
+            except OSError:
+                pass  # it died already: _read_control_line says how
             handle.control_address = self._read_control_line(handle)
         except BaseException:  # also Ctrl-C/SIGTERM here: the caller never gets the handle
             self.stop_domain(handle)
@@ -83,6 +94,11 @@ class ProcessBackend(Backend):
 
     def stop_domain(self, h: DomainHandle) -> None:
         proc: subprocess.Popen = h.native
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()            # the lifeline: a domain whose shutdown was lost stops
+            except OSError:
+                pass
         if proc.poll() is None:
             try:
                 proc.wait(timeout=2)          # after the control service's shutdown

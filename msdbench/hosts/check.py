@@ -1,0 +1,63 @@
+"""`msdbench hosts check`: for each configured host, whether it can be used, and what it is.
+
+Brings each host up and down exactly as a cell would (a netns host creates and removes its
+namespace and link; an ssh host runs the version probe there), and prints one line per host.
+"""
+
+from __future__ import annotations
+
+import time
+
+from msdbench.hosts import HostError, HostUnavailable, make_host
+
+
+def check_one(name: str, spec: dict) -> dict:
+    row = {"host": name, "kind": (spec or {}).get("kind", "local"), "ok": False}
+    try:
+        host = make_host(name, spec)
+    except HostError as e:
+        return row | {"error": str(e)}
+    if host.kind == "local" and not host.address:
+        host.address = "127.0.0.1"
+    t0 = time.monotonic()
+    try:
+        host.up()
+        row["up_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        row |= {k: v for k, v in host.facts().items() if k not in ("timings",)}
+        if host.kind != "ssh":  # this machine's interpreter and msdbench run there
+            from msdbench.hosts.facts import facts
+
+            f = facts()
+            row |= {"python": f["python"], "msdbench": f["msdbench"]}
+        row["ok"] = True
+    except (HostError, HostUnavailable) as e:
+        row["error"] = str(e)
+    finally:
+        t1 = time.monotonic()
+        host.down()
+        row["down_ms"] = round((time.monotonic() - t1) * 1000, 1)
+    return row
+
+
+def line(r: dict) -> str:
+    head = f"{r['host']:<12} {r['kind']:<6}"
+    if not r["ok"]:
+        return f"{head} NOT USABLE: {r['error']}"
+    text = (f"{head} ok  address {r.get('address')}  kernel {r.get('kernel')}  "
+            f"cpu {r.get('cpu_model')}  python {r.get('python')}  msdbench {r.get('msdbench')}")
+    if r["kind"] == "netns":
+        link = r.get("link") or {}
+        shaping = link.get("qdisc") and f"{link['qdisc']} rate {link.get('rate')} delay {link.get('delay')}"
+        text += (f"\n{'':<19} namespace {r.get('netns')} created and removed "
+                 f"(up {r['up_ms']} ms, down {r['down_ms']} ms); link {link.get('device')} "
+                 f"{link.get('local_address')} <-> {r.get('address')}; shaping: {shaping or 'none'}")
+    return text
+
+
+def main(config: dict, say=print) -> int:
+    hosts = dict(config.get("hosts") or {})
+    hosts.setdefault("local", {"kind": "local"})
+    rows = [check_one(name, spec) for name, spec in hosts.items()]
+    for r in rows:
+        say(line(r))
+    return 0 if all(r["ok"] for r in rows) else 1

@@ -1,0 +1,345 @@
+"""Hosts: deployment 5 with the client on an emulated host (a network namespace) and on a real
+remote host reached over SSH (a real sshd this test starts in its own namespace). Real processes,
+real links, real calls; nothing left behind on either side. Needs root (netns); skipped without."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from msdbench.backends.base import BackendError
+from msdbench.backends.process import ProcessBackend
+from msdbench.cell import run_cell
+from msdbench.hosts import HostError, HostSet
+from msdbench.hosts import netns as netns_kind
+from msdbench.hosts.netns import NetnsHost
+from msdbench.lifetime import owner_tag
+from msdbench.manifest import Manifest
+from msdbench.planning import Cell, plan
+
+from conftest import ROOT, domain_processes
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not netns_kind.can_manage(),
+                                reason="network namespaces need root and iproute2")
+
+MICRO = {"requests": 300, "warmup": 50, "pinning": "same-core"}
+BEPS = {"pinning": "same-core", "workers": 2,
+        "workload": {"users": 20, "active_users": 4, "follows_per_user": 2, "publishes_per_user": 2}}
+
+
+def ours(tag: str | None = None) -> dict:
+    """This session's namespaces and links (by owner tag), whatever state they are in."""
+    tag = tag or owner_tag()
+    spaces = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+              .stdout.split() if n.startswith(tag + "-")]
+    links = []
+    for dev in os.listdir("/sys/class/net"):
+        if dev.startswith("msdb-"):
+            alias = Path(f"/sys/class/net/{dev}/ifalias").read_text().strip()
+            if alias.startswith(tag + "-"):
+                links.append(dev)
+    return {"namespaces": spaces, "links": links}
+
+
+@pytest.fixture
+def nothing_left(no_leftovers):
+    yield
+    assert ours() == {"namespaces": [], "links": []}
+
+
+def edge(**spec) -> dict:
+    return {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns"} | spec}}
+
+
+# -- netns: an emulated host -----------------------------------------------------------------
+
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+def test_micro_cell_with_the_client_in_a_namespace(tmp_path, nothing_left, platform):
+    m = plan(Cell("micro", platform, "process", "isolated", 5, 512), MICRO | edge())
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok"
+    assert len(pd.read_parquet(tmp_path / "c.parquet")) == 350
+    host = meta["hosts"]["edge1"]
+    link = host["link"]
+    # The measured path crosses the veth: the client's socket runs from the namespace's address
+    # to this machine's end of the link, never over loopback.
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == host["address"]
+    assert sock["peer"].split(":")[0] == link["local_address"] != "127.0.0.1"
+    assert meta["hosts"]["local"]["address"] == link["local_address"]
+    assert host["kind"] == "netns" and host["emulated"] and host["kernel"] and host["cpu_model"]
+    assert meta["manifest"]["hosts"]["edge1"]["address"] == host["address"]
+    assert host["timings"]["up_s"] > 0 and host["timings"]["down_s"] >= 0
+
+
+def test_beps_cell_with_the_client_in_a_namespace(tmp_path, nothing_left):
+    m = plan(Cell("beps", "linux", "process", "tiered", 5), BEPS | edge())
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok", meta.get("driver", {}).get("problems")
+    ops = set(pd.read_parquet(tmp_path / "c.parquet")["op"])
+    assert {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"} <= ops
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["peer"].split(":")[0] == meta["hosts"]["edge1"]["link"]["local_address"]
+    assert sock["local"].split(":")[0] == meta["hosts"]["edge1"]["address"]
+
+
+def test_rate_shaping_is_a_real_qdisc_on_both_ends(nothing_left):
+    m = plan(Cell("micro", "linux", "process", "isolated", 5, 0), MICRO | edge(rate="50mbit"))
+    with ProcessBackend().up(m) as dep:
+        h = dep.hosts["edge1"]
+        out = subprocess.run(["tc", "qdisc", "show", "dev", h.link], capture_output=True,
+                             text=True).stdout
+        inside = subprocess.run(["ip", "netns", "exec", h.netns, "tc", "qdisc", "show", "dev",
+                                 "eth0"], capture_output=True, text=True).stdout
+        assert "tbf" in out and "50Mbit" in out, out
+        assert "tbf" in inside and "50Mbit" in inside, inside
+        facts = dep.hosts.facts()["edge1"]
+        assert facts["link"]["rate"] == "50mbit" and facts["link"]["qdisc"] == "tbf"
+        r = dep.run_driver({"driver": "micro", "payload": 0, "requests": 50, "warmup": 0})
+        assert len(r["samples"]["poll"]["e2e_ns"]) == 50
+    assert not os.path.exists(f"/sys/class/net/{h.link}")
+
+
+def test_a_delay_is_refused_unless_the_kernel_has_netem(nothing_left):
+    m = plan(Cell("micro", "linux", "process", "isolated", 5, 0), MICRO | edge(delay="100us"))
+    try:
+        dep = ProcessBackend().up(m)
+    except HostError as e:  # these kernels: no netem
+        assert "hosts.edge1.delay" in str(e) and "does not fake one" in str(e)
+        return
+    with dep:  # a kernel with netem: the delay is really applied
+        h = dep.hosts["edge1"]
+        out = subprocess.run(["tc", "qdisc", "show", "dev", h.link], capture_output=True,
+                             text=True).stdout
+        assert "netem" in out and "delay" in out, out
+
+
+def _cell_process(tmp_path, config_extra: str, requests: int = 10_000_000) -> subprocess.Popen:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text((ROOT / "config/config.yaml").read_text() + config_extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "msdbench", "run", "micro", "--isolation", "isolated",
+         "--deployment", "5", "--config", str(cfg), "--requests", str(requests), "--warmup", "0",
+         "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+NETNS_CONFIG = "\nhosts:\n  edge1: {kind: netns}\ndeployments:\n  5: {client_host: edge1}\n"
+
+
+def _wait_for(pred, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while not pred():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def test_sigterm_mid_cell_removes_the_namespace(tmp_path, no_leftovers):
+    proc = _cell_process(tmp_path, NETNS_CONFIG)
+    tag = owner_tag(proc.pid)
+    _wait_for(lambda: len(domain_processes()) == 2 or proc.poll() is not None)
+    _wait_for(lambda: ours(tag)["namespaces"])
+    time.sleep(1.0)  # mid-measurement
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert ours(tag) == {"namespaces": [], "links": []}
+    assert not (tmp_path / "out" / "cell.json").exists()
+
+
+def test_clean_removes_what_a_sigkill_left(tmp_path, no_leftovers):
+    proc = _cell_process(tmp_path, NETNS_CONFIG)
+    tag = owner_tag(proc.pid)
+    _wait_for(lambda: ours(tag)["namespaces"] and len(domain_processes()) == 2)
+    proc.kill()
+    proc.communicate(timeout=30)
+    left = ours(tag)
+    assert left["namespaces"], "SIGKILL cannot clean up: the namespace is still there"
+    r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--dry-run"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert left["namespaces"][0] in r.stdout + r.stderr
+    assert ours(tag) == left, "--dry-run removes nothing"
+    netns_kind.clean(say=lambda _: None, prefix=tag)
+    assert ours(tag) == {"namespaces": [], "links": []}
+
+
+def test_hosts_check_creates_and_removes_a_namespace(tmp_path, nothing_left):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text((ROOT / "config/config.yaml").read_text()
+                   + "\nhosts:\n  edge1: {kind: netns, rate: 1gbit}\n"
+                   "  gone: {kind: ssh, url: 'ssh://root@127.0.0.1:1'}\n")
+    r = subprocess.run([sys.executable, "-m", "msdbench", "hosts", "check", "--config", str(cfg)],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 1, r.stdout + r.stderr  # one host is not usable
+    edge_line = next(i for i, x in enumerate(lines) if x.startswith("edge1"))
+    assert " ok " in lines[edge_line] and "msdbench 0.1.0" in lines[edge_line]
+    assert "created and removed" in lines[edge_line + 1] and "tbf rate 1gbit" in lines[edge_line + 1]
+    gone = next(x for x in lines if x.startswith("gone"))
+    assert "NOT USABLE" in gone and "host 'gone'" in gone and "hosts.gone.url" in gone
+    local = next(x for x in lines if x.startswith("local"))
+    assert " ok " in local and "kernel Linux" in local
+
+
+# -- ssh: a real remote host (an sshd in the test's own namespace) -----------------------------
+
+@pytest.fixture
+def remote(tmp_path):
+    """A "remote host": a network namespace with a real sshd in it (throwaway host and user keys,
+    root login by key only). Yields its ssh host entry; kills everything in it afterwards."""
+    import shutil
+
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd_bin).exists() or not shutil.which("ssh-keygen"):
+        pytest.skip("needs openssh-server (apt-get install openssh-server)")
+    ns = NetnsHost("remote", {"kind": "netns", "range": "10.214.0.0/16"})
+    ns.up()
+    d = tmp_path / "ssh"
+    d.mkdir()
+    for key in ("hostkey", "userkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "sshd_config").write_text(textwrap.dedent(f"""\
+        Port 2222
+        ListenAddress {ns.address}
+        HostKey {d}/hostkey
+        AuthorizedKeysFile {d}/userkey.pub
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        UsePAM no
+        StrictModes no
+        PidFile none
+        """))
+    Path("/run/sshd").mkdir(exist_ok=True)
+    sshd = subprocess.Popen(["ip", "netns", "exec", ns.netns, sshd_bin, "-D", "-e", "-f",
+                             str(d / "sshd_config")], stderr=open(d / "sshd.log", "wb"))
+    (d / "known_hosts").write_text(
+        f"[{ns.address}]:2222 " + " ".join((d / "hostkey.pub").read_text().split()[:2]) + "\n")
+    entry = {"kind": "ssh", "url": f"ssh://root@{ns.address}:2222",
+             "options": ["-i", str(d / "userkey"), "-o", f"UserKnownHostsFile={d}/known_hosts",
+                         "-o", "IdentitiesOnly=yes"],
+             "python": f"env PYTHONPATH={ROOT} {sys.executable}"}
+    _wait_for(lambda: subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-p", "2222", *entry["options"], f"root@{ns.address}", "true"],
+        capture_output=True).returncode == 0 or sshd.poll() is not None, 20)
+    assert sshd.poll() is None, (d / "sshd.log").read_text()
+    yield {"entry": entry, "ns": ns, "sshd": sshd}
+    for pid in _pids_in(ns.netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sshd.wait(10)
+    ns.down()
+
+
+def _pids_in(netns: str) -> list[int]:
+    r = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+
+def _remote_domains(remote) -> list[str]:
+    """Processes on the remote host other than its sshd listener."""
+    out = []
+    for pid in _pids_in(remote["ns"].netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "msdbench" in cmd:
+            out.append(cmd)
+    return out
+
+
+def far(remote, **changes) -> dict:
+    return {"client_host": "far", "hosts": {"far": remote["entry"] | changes}}
+
+
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+def test_micro_cell_with_the_client_over_ssh(tmp_path, nothing_left, remote, platform):
+    m = plan(Cell("micro", platform, "process", "isolated", 5, 64), MICRO | far(remote))
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok"
+    host = meta["hosts"]["far"]
+    assert host["kind"] == "ssh" and host["address"] == remote["ns"].address
+    assert host["msdbench"] == "0.1.0" and host["kernel"] and host["python"]
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == remote["ns"].address
+    assert sock["peer"].split(":")[0] == remote["ns"].local_address
+    _wait_for(lambda: not _remote_domains(remote), 15)
+
+
+def test_beps_cell_with_the_client_over_ssh(tmp_path, nothing_left, remote):
+    m = plan(Cell("beps", "linux", "process", "co-located", 5), BEPS | far(remote))
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "ok", meta.get("driver", {}).get("problems")
+    _wait_for(lambda: not _remote_domains(remote), 15)
+
+
+def test_remote_host_dies_mid_cell(nothing_left, remote):
+    m = plan(Cell("micro", "linux", "process", "isolated", 5, 0), MICRO | far(remote))
+    with ProcessBackend().up(m) as dep:
+        assert _remote_domains(remote), "the client domain runs on the remote host"
+
+        def die():  # the host goes away: every process on it, sshd and the session included
+            time.sleep(1.0)
+            for pid in _pids_in(remote["ns"].netns):
+                os.kill(pid, signal.SIGKILL)
+
+        threading.Thread(target=die).start()
+        with pytest.raises(BackendError, match=r"domain 'client' on host 'far' \(ssh://root@"):
+            dep.run_driver({"driver": "micro", "payload": 0, "requests": 10_000_000, "warmup": 0,
+                            "deadline_s": 120})
+    assert not _remote_domains(remote)
+
+
+def test_harness_sigkill_stops_the_remote_domain(tmp_path, no_leftovers, remote):
+    e = remote["entry"]
+    extra = ("\nhosts:\n  far: " + json.dumps(e) + "\ndeployments:\n  5: {client_host: far}\n")
+    proc = _cell_process(tmp_path, extra)
+    _wait_for(lambda: _remote_domains(remote) or proc.poll() is not None, 60)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # ssh died with the harness; the remote domain's stdin (its lifeline) closed: it stops.
+    _wait_for(lambda: not _remote_domains(remote), 20)
+
+
+def test_unreachable_host_skips_the_cell_with_the_reason(tmp_path, nothing_left, remote):
+    url = remote["entry"]["url"].replace(":2222", ":2223")
+    m = plan(Cell("micro", "linux", "process", "isolated", 5, 0), MICRO | far(remote, url=url))
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    assert meta["status"] == "skipped"
+    assert "host 'far'" in meta["reason"] and "unreachable" in meta["reason"]
+    assert "hosts.far.url" in meta["reason"] and "\n" not in meta["reason"]
+
+
+def test_wrong_or_missing_msdbench_there_is_one_line_naming_the_field(tmp_path, nothing_left, remote):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "msdbench", other / "msdbench",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "msdbench/services/poll.py", "a") as f:
+        f.write("\n# a different version\n")
+    for python, match in [
+            (f"env PYTHONPATH={other} {sys.executable}", "msdbench there is 0.1.0 .*install the same"),
+            (f"{sys.executable} -S", "msdbench is not installed for")]:
+        m = plan(Cell("micro", "linux", "process", "isolated", 5, 0),
+                 MICRO | far(remote, python=python))
+        with pytest.raises(HostError) as e:
+            ProcessBackend().up(m)
+        msg = str(e.value)
+        assert "host 'far'" in msg and "hosts.far.python" in msg and "\n" not in msg, msg
+        import re
+        assert re.search(match, msg), msg
