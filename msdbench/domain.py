@@ -193,6 +193,27 @@ class ControlHandler:
         self.rt.stop.set()
 
 
+def _stdin_line() -> bytes:
+    """The first line of stdin, read from the file descriptor itself (no buffered reader: a
+    thread left blocked in one would hold its lock at interpreter exit)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _lifeline(rt: "DomainRuntime") -> None:
+    """Stop when stdin closes: the harness (or the ssh connection from it) is gone."""
+    while os.read(0, 4096):
+        pass
+    if not rt.stop.is_set():
+        rt.stop_reason = "stdin closed: the harness is gone"
+        rt.stop.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m msdbench.domain", description=__doc__.split("\n")[0])
     ap.add_argument("--manifest", required=True,
@@ -215,13 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if args.manifest == "-":
-        manifest = Manifest.from_dict(json.loads(sys.stdin.buffer.readline()))
-        threading.Thread(target=lambda: (sys.stdin.buffer.read(), stop.set()), daemon=True,
-                         name="lifeline").start()
-    else:
-        manifest = Manifest.load(args.manifest)
+    manifest = Manifest.from_dict(json.loads(_stdin_line())) if args.manifest == "-" \
+        else Manifest.load(args.manifest)
     rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
+    if args.manifest == "-":
+        threading.Thread(target=_lifeline, args=(rt,), daemon=True, name="lifeline").start()
     # threads: a status call (stats, counters) must not wait behind a long run_driver
     control = ThriftServer(idl.load("control").Control, args.bind, args.control_port, threads=4)
     control.start(ControlHandler(rt))

@@ -94,23 +94,32 @@ class ProcessBackend(Backend):
 
     def stop_domain(self, h: DomainHandle) -> None:
         proc: subprocess.Popen = h.native
-        if proc.stdin and not proc.stdin.closed:
-            try:
-                proc.stdin.close()            # the lifeline: a domain whose shutdown was lost stops
-            except OSError:
-                pass
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=2)          # after the control service's shutdown
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGTERM)
+        # After the control service's shutdown (oneway): its own orderly stop first; then the
+        # lifeline (stdin); then signals to its process group.
+        for stop in (None, self._close_stdin, lambda p: os.killpg(p.pid, signal.SIGTERM),
+                     lambda p: os.killpg(p.pid, signal.SIGKILL)):
+            if proc.poll() is not None:
+                break
+            if stop is not None:
                 try:
-                    proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    stop(proc)
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self._close_stdin(proc)
         if proc.stdout:
             proc.stdout.close()
+
+    @staticmethod
+    def _close_stdin(proc: subprocess.Popen) -> None:
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._tmp is not None:
