@@ -7,7 +7,8 @@ import pandas as pd
 from msdbench.results import atomic_write_csv, atomic_write_parquet
 from msdbench.summary import cell_rows
 
-ORDER = ["suite", "platform", "backend", "isolation", "deployment", "payload", "payload_mode",
+ORDER = ["suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
+         "payload", "payload_mode",
          "wire_bytes", "op", "status", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us",
          "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "server_mean_us",
          "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "config_hash",

@@ -14,6 +14,15 @@ def raw_path_of(meta_path: str | Path) -> Path:
     return Path(meta_path).with_suffix(".parquet")
 
 
+def client_host(meta: dict) -> dict:
+    """Where the client ran: its host's name and kind ("local", "netns": an emulated host,
+    "ssh": a real remote host)."""
+    name = meta.get("settings", {}).get("client_host") or "local"
+    entry = (meta.get("hosts") or {}).get(name) or \
+        (meta.get("manifest") or {}).get("hosts", {}).get(name) or {}
+    return {"client_host": name, "client_host_kind": entry.get("kind", "local")}
+
+
 def cell_rows(meta_path: str | Path) -> list[dict]:
     """One row per operation of one cell: its identity, status and statistics (warm-up excluded)."""
     meta = json.loads(Path(meta_path).read_text())
@@ -30,6 +39,7 @@ def cell_rows(meta_path: str | Path) -> list[dict]:
         emulation = info.get("emulation") or {}
         base["emulation"] = ", ".join(f"{k}={v}" for k, v in emulation.items() if v) or None
         base["timing"] = meta.get("driver", {}).get("timing")
+    base.update(client_host(meta))
     base.update(status=meta["status"], reason=meta.get("reason", ""),
                 problems="; ".join(meta.get("driver", {}).get("problems", [])),
                 pinning=settings.get("pinning"), config_hash=meta.get("config_hash"),

@@ -15,4 +15,4 @@ if __name__ == "__main__":
     out = write(sys.argv[1], sys.argv[2:])
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(out[["suite", "comparison", "platform", "backend", "isolation", "deployment",
-                   "payload", "op", "ratio", "ratio_p50", "paper_ratio"]].to_string(index=False))
+                   "payload", "op", "ratio", "ratio_p50", "paper_ratio", "host"]].to_string(index=False))

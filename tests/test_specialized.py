@@ -284,3 +284,26 @@ def test_ratio_table(tmp_path):
     assert one(suite="beps", comparison="platform", isolation="tiered")["ratio"] == 0.5
     # a cell that failed its check is never a ratio's numerator or denominator
     assert not ((out["op"] == "publish") & (out["comparison"] == "isolation")).any()
+
+
+def test_deployment_ratio_is_labelled_with_the_kind_of_host(tmp_path):
+    """d5 / d2 per request type, labelled by where the client ran (an emulated host here)."""
+    from msdbench.figures.ratios import ratios
+
+    def row(platform, dep, mean, op):
+        r = _row("beps", platform, "tiered", dep, mean, op)
+        return r | ({"client_host": "edge1", "client_host_kind": "netns"} if dep == 5
+                    else {"client_host": "local", "client_host_kind": "local"})
+
+    beps = pd.DataFrame([row("linux", 2, 200.0, "create_user"), row("linux", 5, 260.0, "create_user"),
+                         row("specialized", 2, 100.0, "publish"), row("specialized", 5, 150.0, "publish"),
+                         row("linux", 5, 999.0, "subscribe")])  # no d2 pair: no ratio
+    out = ratios(beps=beps)
+    dep = out[out["comparison"] == "deployment"].set_index(["platform", "op"])
+    assert sorted(dep.index) == [("linux", "create_user"), ("specialized", "publish")]
+    assert dep.loc[("linux", "create_user"), "ratio"] == 1.3
+    assert dep.loc[("specialized", "publish"), "ratio"] == 1.5
+    assert set(dep["host"]) == {"emulated host"}
+    assert (dep["numerator"] == "d5 (emulated host: edge1)").all()
+    assert dep.loc[("linux", "create_user"), "paper_ratio"] == 50.5
+    assert "45-56x" in dep.loc[("linux", "create_user"), "note"]

@@ -29,3 +29,21 @@ def save(fig, png: str, pdf: str) -> None:
         fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
         atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)
+
+
+HOST_KIND_LABELS = {"netns": "emulated host", "ssh": "remote host", "vm": "VM"}
+
+
+def deployment_label(deployment, kind=None) -> str:
+    """'d2'; 'd5 (emulated host)' where the client ran on a network namespace of this machine."""
+    label = f"d{deployment}"
+    if kind in HOST_KIND_LABELS:
+        label += f" ({HOST_KIND_LABELS[kind]})"
+    return label
+
+
+def client_kind(df: pd.DataFrame):
+    """The client host kind of a group of rows (None for tables from before hosts existed)."""
+    if "client_host_kind" not in df.columns or df.empty:
+        return None
+    return df["client_host_kind"].iloc[0]

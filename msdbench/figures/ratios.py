@@ -9,6 +9,10 @@ Three comparisons, one row per pair of cells that both passed (status "ok"):
   isolated / co-located.
 * `platform`: per cell (suite, backend, isolation, deployment, payload, request type),
   mean(specialized) / mean(linux).
+* `deployment`: per platform, backend, isolation, payload and request type, mean(d5) / mean(d2):
+  what moving the client to another host costs. `host` says which kind of other host it was
+  ("emulated host": a network namespace on this machine, so no wire and no second CPU set;
+  "remote host": a real one over SSH). The paper reports 45-56x on Linux over 1 GbE between NUCs.
 
 * `device-isolation`, `device-deployment` (the microcontroller tier, backend device): the paper's
   device claims: poll isolated d2 / co-located d1 (20x); BEPS d2 / d1 per isolation and request
@@ -28,10 +32,14 @@ import pandas as pd
 PAPER_MICRO_ISOLATION = {"specialized": 73.0, "linux": 1.3}
 # The paper's microcontroller claims (section 4.1 and 4.2, Ambience on the nRF52840).
 PAPER_DEVICE = {"isolation": 20.0, "d2/d1": 2.0, "d4/d2": 134.0}
+# The paper's deployment ratio, BEPS on Linux, d5 / d2 (45-56x, 1 GbE between NUCs): its midpoint.
+PAPER_DEPLOYMENT = {"linux": 50.5}
+PAPER_DEPLOYMENT_NOTE = "paper: 45-56x (BEPS, Linux, 1 GbE between two NUCs)"
 
 COLUMNS = ["suite", "comparison", "platform", "backend", "isolation", "deployment", "payload", "op",
            "numerator", "denominator", "numerator_mean_us", "denominator_mean_us", "ratio",
-           "numerator_p50_us", "denominator_p50_us", "ratio_p50", "paper_ratio", "board"]
+           "numerator_p50_us", "denominator_p50_us", "ratio_p50", "paper_ratio", "board", "host",
+           "note"]
 
 
 def _ok(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -104,6 +112,22 @@ def platform_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
                   "specialized", "linux")
 
 
+def deployment_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
+    """d5 / d2: the client on another host against the client in its own domain on this one."""
+    from msdbench.figures import HOST_KIND_LABELS
+
+    d5 = _cell(table, deployment=5)
+    if d5.empty:
+        return []
+    kind = d5["client_host_kind"].iloc[0] if "client_host_kind" in d5.columns else None
+    host = HOST_KIND_LABELS.get(kind, kind or "other host")
+    name = d5["client_host"].iloc[0] if "client_host" in d5.columns else "?"
+    return _pairs(d5, _cell(table, deployment=2), ["platform", "backend", "isolation", "payload", "op"],
+                  {"suite": suite, "comparison": "deployment", "deployment": 5},
+                  f"d5 ({host}: {name})", "d2", PAPER_DEPLOYMENT if suite == "beps" else None,
+                  keep={"host": host, "note": PAPER_DEPLOYMENT_NOTE if suite == "beps" else ""})
+
+
 def _device_base(suite: str, comparison: str, board) -> dict:
     return {"suite": suite, "comparison": comparison, "platform": "specialized",
             "backend": "device", "board": board}
@@ -147,9 +171,10 @@ def ratios(micro: pd.DataFrame | None = None, beps: pd.DataFrame | None = None,
     if not device.empty:
         rows += device_ratios(device)
     if not micro.empty:
-        rows += micro_isolation(micro) + platform_ratio(micro, "micro")
+        rows += (micro_isolation(micro) + platform_ratio(micro, "micro")
+                 + deployment_ratio(micro, "micro"))
     if not beps.empty:
-        rows += beps_isolation(beps) + platform_ratio(beps, "beps")
+        rows += beps_isolation(beps) + platform_ratio(beps, "beps") + deployment_ratio(beps, "beps")
     out = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("ratio", "ratio_p50"):
         out[c] = out[c].astype(float).round(3)
