@@ -23,6 +23,7 @@ reader accepts. Framing is the carrier's business (thrift_tcp detects it per con
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -403,6 +404,76 @@ class _Gen:
         return self.env
 
 
+# ------------------------------------------------------------------------ the compiled twin
+
+
+class _Plans:
+    """The plans `_fastwire` runs on (per struct: field ids, wire types, slots), built once."""
+
+    def __init__(self, limits: Limits):
+        self.maxc, self.maxd = limits.max_container_len, limits.max_depth
+        self.structs: dict[type, object] = {}
+
+    def value(self, t: int, extra):
+        w = _wire(t)
+        st = e = v = None
+        if w == TType.STRUCT:
+            st = self.struct(extra)
+        elif w in (TType.LIST, TType.SET):
+            e = self.value(*((extra, None) if isinstance(extra, int) else extra))
+        elif w == TType.MAP:
+            (kt, kx), (vt, vx) = [(x, None) if isinstance(x, int) else x for x in extra]
+            e, v = self.value(kt, kx), self.value(vt, vx)
+        return _fast.TPlan(t, w, _min_size(t), st, e, v, self.maxc, self.maxd)
+
+    def _fields(self, sp, mode, cls, items, slots, names, defaults, has_success=0, name=""):
+        """items: (fid, spec) in output order."""
+        new = BaseException.__new__ if isinstance(cls, type) and issubclass(
+            cls, BaseException) else object.__new__
+        sp.setup(mode, cls, new, tuple(f for f, _ in items),
+                 tuple(_wire(s[0]) for _, s in items),
+                 tuple(self.value(s[0], s[2] if len(s) > 3 else None) for _, s in items),
+                 tuple(slots), tuple(names), tuple(defaults), self.maxd, self.maxc, has_success,
+                 name)
+        return sp
+
+    def struct(self, cls):
+        sp = self.structs.get(cls)
+        if sp is None:
+            sp = self.structs[cls] = _fast.SPlan()
+            items = list(cls.thrift_spec.items())
+            names = [s[1] for _, s in items]
+            defaults = dict(getattr(cls, "default_spec", []) or [])
+            self._fields(sp, 1, cls, items, range(len(items)), names,
+                         [defaults.get(n) for n in names], name=cls.__name__)
+        return sp
+
+    def args(self, args_cls, arg_names: list[str]):
+        items = list(args_cls.thrift_spec.items())
+        slots = [arg_names.index(s[1]) for _, s in items]
+        return self._fields(_fast.SPlan(), 0, None, items, slots, arg_names,
+                            [None] * len(arg_names))
+
+    def result(self, result_cls, name: str):
+        spec = result_cls.thrift_spec
+        items = ([(0, spec[0])] if 0 in spec else []) + sorted(
+            (f, s) for f, s in spec.items() if f != 0)
+        return self._fields(_fast.SPlan(), 2, None, items, range(len(items)),
+                            [s[1] for _, s in items], [None] * len(items),
+                            has_success=int(0 in spec), name=name)
+
+
+def _load_compiled():
+    """The compiled codec, unless MSDBENCH_PURE_PYTHON is set or it was not built."""
+    if os.environ.get("MSDBENCH_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from msdbench.transports import _fastwire
+    except ImportError:
+        return None
+    return _fastwire
+
+
 # ------------------------------------------------------------------------------- per method
 
 
@@ -416,7 +487,8 @@ class Method:
     """
 
     __slots__ = ("name", "oneway", "nargs", "arg_names", "throws", "decode_args", "encode_reply",
-                 "encode_throw", "encode_call", "decode_result", "reply_prefix", "call_header")
+                 "encode_throw", "encode_call", "decode_result", "reply_prefix", "call_header",
+                 "pure")
 
     def __init__(self, service, name: str, gen: _Gen):
         self.name = name
@@ -479,13 +551,40 @@ class Method:
         else:
             L.append("    return None, p")
         env = gen.compile("\n".join(L), f"{service.__name__}.{name}")
-        for part in ("decode_args", "encode_reply", "encode_throw", "encode_call",
-                     "decode_result"):
-            setattr(self, part, env[f"{part}_{ident}"])
+        # the generated Python, kept beside the compiled twins (tests hold one against the other)
+        self.pure = {part: env[f"{part}_{ident}"] for part in (
+            "decode_args", "encode_reply", "encode_throw", "encode_call", "decode_result")}
+        for part, fn in self.pure.items():
+            setattr(self, part, fn)
+        if _fast is not None:  # the compiled twins, same signatures
+            plans = gen.plans
+            args_plan = plans.args(args_cls, self.arg_names)
+            self.decode_args = _fast.StructDecoder(args_plan)
+            self.encode_call = _fast.CallEncoder(self.call_header, args_plan)
+            self.decode_result = _fast.StructDecoder(plans.result(result_cls, name))
+            self.encode_reply = _fast.ReplyEncoder(
+                prefix, None if success is None else plans.value(success[0], (
+                    success[2] if len(success) > 3 else None)))
+            self.encode_throw = _fast.ThrowEncoder(prefix, tuple(
+                (fid, cls, plans.value(TType.STRUCT, cls)) for fid, _, cls in self.throws))
 
 
 def _missing_result(name: str) -> TApplicationException:
     return TApplicationException(TApplicationException.MISSING_RESULT, f"{name} returned no result")
+
+
+_fast = _load_compiled()
+if _fast is not None:
+    _fast.init(Incomplete, WireError, _too_long, _limit, _missing_result)
+    read_header = _fast.read_header  # noqa: F811 (the compiled twin, same signature)
+COMPILED = _fast is not None  # which path this process runs (tests and `msdbench bench` say)
+compiled = _fast  # the compiled module (thrift_tcp also runs its loop and client from it), or None
+
+
+def set_checks(on: bool) -> None:
+    """Compiled codec only: turn the limit checks off, to measure their cost (`msdbench bench`'s
+    "unchecked" server). Never for serving anything else."""
+    _fast.set_checks(on)
 
 
 class ServiceCodec:
@@ -496,12 +595,17 @@ class ServiceCodec:
         self.limits = limits
         gen = _Gen(limits)
         gen.env["MissingResult"] = _missing_result
+        gen.plans = _Plans(limits) if _fast is not None else None
         self.methods = {name: Method(service, name, gen) for name in service.thrift_services}
         self.by_wire = {name.encode(): m for name, m in self.methods.items()}
         self._app_exc = gen._name(TApplicationException)
         gen.compile("", "TApplicationException")
         self.encode_app_exc_struct = gen.env[f"enc_{self._app_exc}"]
         self.decode_app_exc_struct = gen.env[f"dec_{self._app_exc}"]
+        if _fast is not None:
+            plan = gen.plans.struct(TApplicationException)
+            self.encode_app_exc_struct = _fast.StructEncoder(plan)
+            self.decode_app_exc_struct = _fast.StructDecoder(plan)
 
     def encode_app_exception(self, o: bytearray, name, seqid: int, exc) -> None:
         """An EXCEPTION message carrying a TApplicationException."""

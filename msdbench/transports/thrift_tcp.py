@@ -33,6 +33,7 @@ import threading
 from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport import TTransportException
 
+from msdbench.transports import codec as _codec
 from msdbench.transports.codec import (CALL, DEFAULT_LIMITS, ONEWAY, Incomplete, Limits,
                                        WireError, positional, read_header, service_codec, skip)
 
@@ -97,12 +98,20 @@ class ThriftServer:
         self._flags = _EPOLLIN | (_ONESHOT if self.threads > 1 else 0)
         self._ep.register(self._wake_r, _EPOLLIN)  # level-triggered: wakes every loop at close
         self._ep.register(self.listener.fileno(), self._flags)
+        loop = self._compiled_loop if _codec.compiled is not None else self._loop
         for i in range(self.threads):
-            threading.Thread(target=self._loop, name=f"serve:{self.name}:{self.address[1]}:{i}",
+            threading.Thread(target=loop, name=f"serve:{self.name}:{self.address[1]}:{i}",
                              daemon=True).start()
         return self
 
     # -- the loop ---------------------------------------------------------------------------
+    def _compiled_loop(self) -> None:
+        """The same loop in C (codec.compiled.serve_loop): the common call served without the
+        interpreter between the syscalls, the rest through the methods below."""
+        _codec.compiled.serve_loop(self, self._ep.fileno(), self.listener.fileno(), self._wake_r,
+                                   1 if self.threads > 1 else 64, self._table,
+                                   self._flags if self.threads > 1 else 0)
+
     def _loop(self) -> None:
         poll, conns, lfd, wake = self._ep.poll, self._conns, self.listener.fileno(), self._wake_r
         maxevents = 1 if self.threads > 1 else 64
@@ -197,8 +206,13 @@ class ThriftServer:
             return self._drop(c)
         if n > 0:
             c.have += n
-            if not self._process(c):
-                return
+        self._after_read(c, n > 0)
+
+    def _after_read(self, c: _Conn, got: bool) -> None:
+        """Serve what arrived, then wait for the socket again (for reading, or for writing while
+        a reply is still pending)."""
+        if got and not self._process(c):
+            return
         if c.pending:
             self._rearm(c, _EPOLLOUT | (_ONESHOT if self.threads > 1 else 0))
         elif self.threads > 1:
@@ -309,17 +323,30 @@ class ThriftServer:
         """Run the handler: the reply message, or None for a oneway call."""
         try:
             value = fn(*args)
-        except _TRANSPORT_FAILURES as e:
-            # A callee's connection broke (a peer died): drop ours too, so the failure travels
-            # up to the client as a broken call and ends the cell, as on every platform.
-            raise _Broken() from e
         except Exception as e:
-            return None if m.oneway else self.codec.error_reply(m, seqid, e)
+            return self._error_reply(m, seqid, e)
         if m.oneway:
             return None
         reply = bytearray()
         m.encode_reply(reply, seqid, value)
         return reply
+
+    def _error_reply(self, m, seqid: int, e: Exception):
+        if isinstance(e, _TRANSPORT_FAILURES):
+            # A callee's connection broke (a peer died): drop ours too, so the failure travels
+            # up to the client as a broken call and ends the cell, as on every platform.
+            raise _Broken() from e
+        return None if m.oneway else self.codec.error_reply(m, seqid, e)
+
+    def _handler_failed(self, c: _Conn, m, seqid: int, e: Exception) -> None:
+        """The compiled fast path's handler raised `e`: answer as `_call` would, or drop."""
+        try:
+            reply = self._error_reply(m, seqid, e)
+        except _Broken:
+            return self._drop(c)
+        if reply is not None:
+            self._send(c, reply)
+        self._after_read(c, False)
 
     def _detect(self, b, p: int, have: int) -> bool:
         """Framed or not, from a connection's first bytes (as Apache Thrift servers can)."""
@@ -450,8 +477,10 @@ class ThriftClient:
         self.sock = raw
         codec = service_codec(thrift_service, limits)
         state = [bytearray(RECV_SIZE)]
+        fast = _codec.compiled if timeout is None else None  # compiled: blocking sockets only
         for name, m in codec.methods.items():
-            setattr(self, name, _client_method(codec, m, raw, state))
+            setattr(self, name, fast.TcpMethod(codec, m, raw, state, positional) if fast
+                    else _client_method(codec, m, raw, state))
 
     def close(self) -> None:
         try:
