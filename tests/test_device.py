@@ -100,13 +100,13 @@ def test_board_codec_speaks_thrift_binary_as_thriftpy2_does():
     buf = thriftpy2.transport.TMemoryBuffer()
     beps.Frontend.get_feed_result(success=msgs).write(TBinaryProtocol(buf))
     spec = ns["SERVICES"]["Frontend"]["get_feed"][1]
-    got, end = ns["r_fields"](buf.getvalue(), 0, spec)
+    got, end = ns["r_values"](buf.getvalue(), 0, spec)
     assert end == len(buf.getvalue())
-    assert [(m.id, m.user, m.text, m.ts_ns) for m in got.success] == \
+    assert [(m.id, m.user, m.text, m.ts_ns) for m in got[0]] == \
         [(m.id, m.user, m.text, m.ts_ns) for m in msgs]
     # ... and what the board writes, thriftpy2 reads back equal.
     out = bytearray()
-    ns["w_fields"](out, spec, got)
+    ns["w_values"](out, spec, got)
     back = beps.Frontend.get_feed_result()
     back.read(TBinaryProtocol(thriftpy2.transport.TMemoryBuffer(bytes(out))))
     assert back.success == msgs

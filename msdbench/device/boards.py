@@ -150,8 +150,9 @@ class EmulatedBoard(Board):
 
     def emulation(self) -> dict:
         icount = self.settings.get("icount")
+        align = "on" if self.settings.get("icount_align", True) else "off"
         return {"machine": "mps2-an385", "cpu": "cortex-m3", "accel": "tcg",
-                "icount": None if icount is None else f"shift={icount},align=off,sleep=on"}
+                "icount": None if icount is None else f"shift={icount},align={align},sleep=on"}
 
     def start(self) -> str:
         built = firmware.build(("qemu",), self.settings.get("source"))

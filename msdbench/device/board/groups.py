@@ -11,34 +11,40 @@ class Endpoint:
     def __init__(self, handler, service):
         self.handler = handler
         self.methods = SERVICES[service]
+        self.replies = {}   # method -> its reply header for seqid 0 (every call inside a board)
 
     def handle(self, msg):
         name, mtype, seqid, pos = r_message(msg)
-        method = name.split(":")[-1]
+        method = name[name.find(":") + 1:]   # "lb:create_user" off the link, "create_user" inside
         out = bytearray()
         spec = self.methods.get(method)
         if spec is None or mtype != M_CALL:
             return _app_error(out, method, seqid, "unknown method %r" % name)
         args_spec, result_spec = spec
-        args, _ = r_fields(msg, pos, args_spec)
-        result = Fields()
-        for f in result_spec:
-            setattr(result, f[2], None)
+        args, _ = r_values(msg, pos, args_spec)
+        result = [None] * len(result_spec)
         try:
-            value = getattr(self.handler, method)(*[getattr(args, f[2]) for f in args_spec])
+            value = getattr(self.handler, method)(*args)
             if result_spec and result_spec[0][0] == 0:
-                result.success = value
+                result[0] = value
         except TError as e:
-            for f in result_spec:
+            for i in range(len(result_spec)):
+                f = result_spec[i]
                 if f[0] and isinstance(e, f[3]):
-                    setattr(result, f[2], e)
+                    result[i] = e
                     break
             else:
                 return _app_error(out, method, seqid, repr(e))
         except Exception as e:
             return _app_error(out, method, seqid, "%s: %s" % (type(e).__name__, e))
-        w_message(out, method, M_REPLY, seqid)
-        w_fields(out, result_spec, result)
+        if seqid:
+            w_message(out, method, M_REPLY, seqid)
+        else:
+            head = self.replies.get(method)
+            if head is None:
+                head = self.replies[method] = message_prefix(method, M_REPLY, 0)
+            out += head
+        w_values(out, result_spec, result)
         return bytes(out)
 
 
@@ -50,18 +56,16 @@ def _app_error(out, method, seqid, text):
 
 def read_reply(reply, result_spec):
     """A reply message -> the call's value, or raise what the callee raised."""
-    name, mtype, seqid, pos = r_message(reply)
+    mtype, pos = r_body(reply)
     if mtype == M_EXCEPTION:
-        err, _ = r_fields(reply, pos, AppError._f)
-        raise AppError(err.message or "", err.type or 6)
-    result, _ = r_fields(reply, pos, result_spec)
-    for f in result_spec:
-        if f[0]:
-            e = getattr(result, f[2])
-            if e is not None:
-                raise e
+        err, _ = r_values(reply, pos, AppError._f)
+        raise AppError(err[0] or "", err[1] or 6)
+    result, _ = r_values(reply, pos, result_spec)
+    for i in range(len(result_spec)):
+        if result_spec[i][0] and result[i] is not None:
+            raise result[i]
     if result_spec and result_spec[0][0] == 0:
-        return result.success
+        return result[0]
     return None
 
 
@@ -77,15 +81,11 @@ class Remote:
 
     def _method(self, method, spec):
         args_spec, result_spec = spec
-        names = [f[2] for f in args_spec]
+        prefix = message_prefix(method, M_CALL, 0)
 
         def call(*args):
-            out = bytearray()
-            w_message(out, method, M_CALL, 0)
-            a = Fields()
-            for n, v in zip(names, args):
-                setattr(a, n, v)
-            w_fields(out, args_spec, a)
+            out = bytearray(prefix)
+            w_values(out, args_spec, args)
             self.crossings += 1
             reply = self.endpoint.handle(bytes(out))     # the copy into the callee's group
             return read_reply(bytes(reply), result_spec)  # and back into the caller's

@@ -12,7 +12,9 @@ import struct
 T_STOP, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64 = 0, 2, 3, 4, 6, 8, 10
 T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST, T_BINARY = 11, 12, 13, 14, 15, 18
 M_CALL, M_REPLY, M_EXCEPTION = 1, 2, 3
-VERSION_1 = -2147418112  # 0x80010000 as a signed i32
+# A strict message starts 0x80 0x01 0x00 <type>. Built and read byte by byte: as an i32 it is
+# beyond MicroPython's small ints on a 32-bit board, and every call would allocate a long int.
+_VERSION = (b"\x80\x01\x00\x01", b"\x80\x01\x00\x02", b"\x80\x01\x00\x03")
 _WIRE = {T_BINARY: T_STRING}
 _FMT = {T_BYTE: ">b", T_I16: ">h", T_I32: ">i", T_I64: ">q", T_DOUBLE: ">d"}
 _SIZE = {T_BYTE: 1, T_I16: 2, T_I32: 4, T_I64: 8, T_DOUBLE: 8}
@@ -64,37 +66,60 @@ class AppError(Exception):
 
 # -- writing -------------------------------------------------------------------------------------
 
+_HEADS = {}   # id(field list) -> each field's header bytes (type, id), built once per list
+_BY_ID = {}   # id(field list) -> {field id: (index, type, sub, wire type)}
+
+
+def _heads(fields):
+    h = _HEADS.get(id(fields))
+    if h is None:
+        h = _HEADS[id(fields)] = tuple(struct.pack(">bh", _WIRE.get(f[1], f[1]), f[0])
+                                       for f in fields)
+    return h
+
+
 def _w_value(out, t, sub, v):
     if t == T_STRING or t == T_BINARY:
         if isinstance(v, str):
             v = v.encode()
         out += struct.pack(">i", len(v))
         out += v
-    elif t == T_I64 or t == T_I32 or t == T_I16 or t == T_BYTE or t == T_DOUBLE:
+    elif t in _FMT:
         out += struct.pack(_FMT[t], v)
-    elif t == T_BOOL:
-        out.append(1 if v else 0)
     elif t == T_STRUCT:
-        w_struct(out, v)
+        w_fields(out, v._f, v)
     elif t == T_LIST or t == T_SET:
         et, esub = sub
-        out.append(_WIRE.get(et, et))
-        out += struct.pack(">i", len(v))
+        out += struct.pack(">bi", _WIRE.get(et, et), len(v))
         for x in v:
             _w_value(out, et, esub, x)
+    elif t == T_BOOL:
+        out.append(1 if v else 0)
     else:
         raise ProtocolError("type %d not supported" % t)
 
 
-def w_fields(out, fields, obj):
-    for fid, t, name, sub in fields:
-        v = getattr(obj, name)
-        if v is None:
-            continue
-        out.append(_WIRE.get(t, t))
-        out += struct.pack(">h", fid)
-        _w_value(out, t, sub, v)
+def w_values(out, fields, values):
+    """The fields of a struct, values given in the order of `fields` (None: left out)."""
+    heads = _heads(fields)
+    for i in range(len(fields)):
+        v = values[i]
+        if v is not None:
+            out += heads[i]
+            f = fields[i]
+            t = f[1]
+            if t == T_STRING or t == T_BINARY:   # the common case, without a call
+                if isinstance(v, str):
+                    v = v.encode()
+                out += struct.pack(">i", len(v))
+                out += v
+            else:
+                _w_value(out, t, f[3], v)
     out.append(T_STOP)
+
+
+def w_fields(out, fields, obj):
+    w_values(out, fields, [getattr(obj, f[2]) for f in fields])
 
 
 def w_struct(out, obj):
@@ -102,7 +127,8 @@ def w_struct(out, obj):
 
 
 def w_message(out, name, mtype, seqid):
-    out += struct.pack(">ii", VERSION_1 | mtype, len(name))
+    out += _VERSION[mtype - 1]
+    out += struct.pack(">i", len(name))
     out += name.encode()
     out += struct.pack(">i", seqid)
 
@@ -118,8 +144,6 @@ def _r_value(buf, pos, t, sub):
         return (v if t == T_BINARY else v.decode()), pos + n
     if t in _FMT:
         return struct.unpack_from(_FMT[t], buf, pos)[0], pos + _SIZE[t]
-    if t == T_BOOL:
-        return buf[pos] != 0, pos + 1
     if t == T_STRUCT:
         obj = sub()
         return obj, r_fields_into(buf, pos, sub._f, obj)
@@ -132,6 +156,8 @@ def _r_value(buf, pos, t, sub):
             v, pos = _r_value(buf, pos, et, esub)
             out.append(v)
         return out, pos
+    if t == T_BOOL:
+        return buf[pos] != 0, pos + 1
     raise ProtocolError("type %d not supported" % t)
 
 
@@ -165,40 +191,57 @@ def _skip(buf, pos, t):
     raise ProtocolError("type %d not supported" % t)
 
 
-def r_fields_into(buf, pos, fields, obj):
-    """Read a struct's fields into obj (unset fields None); returns the next position."""
-    by_id = {}
-    for f in fields:
-        by_id[f[0]] = f
-        setattr(obj, f[2], None)
+def r_values(buf, pos, fields):
+    """A struct's fields as a list in the order of `fields` (unset: None), and the next position.
+    Unknown fields and fields of an unexpected type are skipped."""
+    by_id = _BY_ID.get(id(fields))
+    if by_id is None:
+        by_id = _BY_ID[id(fields)] = {f[0]: (i, f[1], f[3], _WIRE.get(f[1], f[1]))
+                                      for i, f in enumerate(fields)}
+    values = [None] * len(fields)
     while True:
         ft = buf[pos]
         if ft == T_STOP:
-            return pos + 1
-        fid = struct.unpack_from(">h", buf, pos + 1)[0]
+            return values, pos + 1
+        f = by_id.get(struct.unpack_from(">h", buf, pos + 1)[0])
         pos += 3
-        f = by_id.get(fid)
-        if f is None or _WIRE.get(f[1], f[1]) != ft:
+        if f is None or f[3] != ft:
             pos = _skip(buf, pos, ft)
+        elif ft == T_STRING:                    # the common case, without a call
+            n = struct.unpack_from(">i", buf, pos)[0]
+            v = bytes(buf[pos + 4:pos + 4 + n])
+            values[f[0]] = v if f[1] == T_BINARY else v.decode()
+            pos += 4 + n
         else:
-            v, pos = _r_value(buf, pos, f[1], f[3])
-            setattr(obj, f[2], v)
+            values[f[0]], pos = _r_value(buf, pos, f[1], f[2])
+
+
+def r_fields_into(buf, pos, fields, obj):
+    """Read a struct's fields into obj (unset fields None); returns the next position."""
+    values, pos = r_values(buf, pos, fields)
+    for i in range(len(fields)):
+        setattr(obj, fields[i][2], values[i])
+    return pos
+
+
+def message_prefix(name, mtype, seqid):
+    """A message's header, to build once and reuse for every call of one method."""
+    out = bytearray()
+    w_message(out, name, mtype, seqid)
+    return bytes(out)
+
+
+def r_body(buf):
+    """(message type, position of the body): a reply's header, without decoding its name."""
+    if buf[0] != 0x80 or buf[1] != 0x01:
+        raise ProtocolError("not a strict Thrift binary message")
+    return buf[3], 12 + struct.unpack_from(">i", buf, 4)[0]
 
 
 def r_message(buf):
     """(name, message type, seqid, position of the body)."""
-    head, n = struct.unpack_from(">ii", buf, 0)
-    if head & -65536 != VERSION_1:
+    if buf[0] != 0x80 or buf[1] != 0x01:
         raise ProtocolError("not a strict Thrift binary message")
+    n = struct.unpack_from(">i", buf, 4)[0]
     name = bytes(buf[8:8 + n]).decode()
-    return name, head & 0xFF, struct.unpack_from(">i", buf, 8 + n)[0], 12 + n
-
-
-class Fields:
-    """A bag of attributes read by a field list (a method's arguments or result)."""
-    pass
-
-
-def r_fields(buf, pos, fields):
-    obj = Fields()
-    return obj, r_fields_into(buf, pos, fields, obj)
+    return name, buf[3], struct.unpack_from(">i", buf, 8 + n)[0], 12 + n
