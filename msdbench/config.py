@@ -170,7 +170,7 @@ def matrix(config: dict) -> list[Job]:
 
 # -- the microcontroller tier (paper figs 7 and 10): cells of the device backend -------------
 
-DEVICE_BOARD_KEYS = ("board", "port", "label", "source", "icount", "link_rate_bps",
+DEVICE_BOARD_KEYS = ("board", "port", "label", "source", "icount", "icount_align", "link_rate_bps",
                      "call_deadline_s", "retry_s")
 
 

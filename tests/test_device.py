@@ -31,35 +31,33 @@ PAPER_BEPS = {"users": 10, "active_users": 10, "follows_per_user": 1, "publishes
 OURS = ("mps2-an385", "msdbench.device.relay", "msdbench_board_")  # qemu, relay, unix port
 
 
-def descendants(pid: int | None = None) -> list[str]:
-    out = []
+def descendants(pid: int | None = None) -> dict[int, str]:
+    out = {}
     for p in psutil.Process(pid).children(recursive=True):
         try:
-            out.append(f"{p.pid}: " + " ".join(p.cmdline()))
+            out[p.pid] = " ".join(p.cmdline())
         except psutil.Error:   # ended meanwhile, or a zombie
             pass
     return out
 
 
-def our_processes(since: float | None = None) -> list[str]:
-    """Boards, relays and emulators this test session started: its descendants, and (`since`)
-    any started after that time, wherever they were reparented."""
-    lines = descendants()
-    if since is not None:
-        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
-            if (p.info["create_time"] or 0) >= since and p.info["cmdline"]:
-                lines.append(f"{p.info['pid']}: " + " ".join(p.info["cmdline"]))
-    return sorted({line[:140] for line in lines if any(name in line for name in OURS)})
+def ours(procs: dict[int, str]) -> dict[int, str]:
+    return {pid: line[:140] for pid, line in procs.items() if any(n in line for n in OURS)}
+
+
+def alive(pids) -> list[int]:
+    return [p for p in pids if psutil.pid_exists(p)
+            and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.fixture
 def no_device_leftovers():
-    since = time.time()
+    """Fails the test if a board, relay or emulator it started (in this process) still runs."""
     yield
     deadline = time.monotonic() + 10
-    while our_processes(since) and time.monotonic() < deadline:
+    while ours(descendants()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not our_processes(since), f"left running: {our_processes(since)}"
+    assert not ours(descendants()), f"left running: {ours(descendants())}"
 
 
 @pytest.fixture(scope="session")
@@ -219,10 +217,11 @@ def test_ctrl_c_mid_cell_leaves_no_emulator_relay_or_result(tmp_path, built, no_
                             stdout=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not any("msdbench.device.relay" in line for line in descendants(proc.pid)):
+        while not any("msdbench.device.relay" in line for line in descendants(proc.pid).values()):
             assert time.monotonic() < deadline, "the relay never started"
             time.sleep(0.05)
         time.sleep(1.0)   # past bring-up, into the calls
+        started = ours(descendants(proc.pid))   # the emulator and the relay, by pid
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -230,7 +229,8 @@ def test_ctrl_c_mid_cell_leaves_no_emulator_relay_or_result(tmp_path, built, no_
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, (out + err).decode()[-2000:]
-    assert not raw.exists() and not meta.exists()   # and no_device_leftovers: no qemu, no relay
+    assert not raw.exists() and not meta.exists()
+    assert len(started) == 2 and not alive(started), started
 
 
 # -- building the firmware --------------------------------------------------------------------------

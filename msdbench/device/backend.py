@@ -26,7 +26,8 @@ from msdbench.device.relay import READY_LINE
 from msdbench.manifest import Manifest
 
 HELLO_TIMEOUT_S = 30.0
-DEFAULTS = {"board": "emulated", "port": None, "icount": 4, "link_rate_bps": 250000,
+DEFAULTS = {"board": "emulated", "port": None, "icount": 4, "icount_align": True,
+            "link_rate_bps": 250000,
             "call_deadline_s": 10.0, "retry_s": 1.0, "source": None}
 
 
@@ -200,13 +201,17 @@ class DeviceDeployment:
             raise BackendError(f"board on {self.board.port}: {e}") from None
 
     def link_stats(self) -> dict:
-        out = {"host": self.link.stats() if self.link else None}
+        """Both ends' link counters, and what the relay injected. The relay's count is read
+        first: the ends' counts then include at least every fault it reports (the last exchange,
+        this very call, may be damaged too, and only the ends would know)."""
+        out = {}
+        if self.relay is not None and self.relay_stats.exists():
+            out["relay_injected"] = json.loads(self.relay_stats.read_text())
         try:
             out["board"] = json.loads(self._call("link_stats"))
         except BackendError as e:
             out["board"] = str(e)
-        if self.relay is not None and self.relay_stats.exists():
-            out["relay_injected"] = json.loads(self.relay_stats.read_text())
+        out["host"] = self.link.stats() if self.link else None
         return out
 
     def set_fault(self, service: str, fault: str, count: int = 1) -> None:
