@@ -1,6 +1,7 @@
 # msdbench: the whole matrix, from config to figures.  `snakemake --cores 4 results/figures/`
-# One measurement at a time (resource `testbed`, limited to 1 in workflow/profiles/default);
-# planning, aggregation and plotting run beside it.
+# One measurement at a time (resource `testbed`, limited to 1 in profiles/default/config.yaml);
+# planning, aggregation and plotting run beside it. Every rule runs one `msdbench` step; what a
+# step does for a suite, and where a cell's files are, the suite registry says (msdbench/suites/).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,8 +15,6 @@ include: "workflow/rules/images.smk"
 include: "workflow/rules/deploy.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/throughput.smk"
-include: "workflow/rules/device.smk"
 include: "workflow/rules/figures.smk"
 
 

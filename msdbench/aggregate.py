@@ -1,30 +1,31 @@
-"""Cells -> one summary table per suite (CSV for everyone, Parquet for pandas users)."""
+"""Cells -> one summary table per suite (CSV for everyone, Parquet for pandas users). The suite
+says which rows a cell gives, in which column order and row order."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from msdbench import suites
 from msdbench.results import atomic_write_csv, atomic_write_parquet
-from msdbench.summary import cell_rows
-
-ORDER = ["suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
-         "payload", "payload_mode",
-         "wire_bytes", "op", "status", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us",
-         "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "server_mean_us",
-         "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "config_hash",
-         "git_revision"]
 
 
-def table(meta_paths) -> pd.DataFrame:
-    df = pd.DataFrame([row for m in meta_paths for row in cell_rows(m)])
-    cols = [c for c in ORDER if c in df.columns] + [c for c in df.columns if c not in ORDER]
-    keys = [c for c in ("platform", "backend", "isolation", "deployment", "payload", "op")
-            if c in df.columns]
+def table(suite: str, meta_paths) -> pd.DataFrame:
+    s = suites.get(suite)
+    rows_of = suites.resolve(s.rows)
+    df = pd.DataFrame([row for m in meta_paths for row in rows_of(m)])
+    if s.all_columns:
+        if df.empty:
+            return pd.DataFrame(columns=list(s.columns))
+        for c in s.columns:
+            if c not in df.columns:
+                df[c] = None
+    cols = [c for c in s.columns if c in df.columns] + [c for c in df.columns if c not in s.columns]
+    keys = [c for c in s.sort if c in df.columns]
     return df[cols].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def aggregate(suite: str, meta_paths, csv_path, parquet_path) -> pd.DataFrame:
-    df = table(meta_paths)
+    df = table(suite, meta_paths)
     atomic_write_csv(csv_path, df)
     atomic_write_parquet(parquet_path, df)
     return df

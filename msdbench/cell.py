@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from msdbench import suites
 from msdbench.backends import make_backend
 from msdbench.hosts import HostUnavailable
 from msdbench.manifest import Manifest
 from msdbench.metadata import config_hash, environment
+from msdbench.records import CellRecord
 from msdbench.results import atomic_write_json, atomic_write_parquet, samples_frame
 
 STATUS_OK, STATUS_FAILED_CHECK, STATUS_SKIPPED = "ok", "failed-check", "skipped"
@@ -38,14 +40,8 @@ def interrupts_unwind():
 
 
 def driver_spec(m: Manifest) -> dict:
-    s = m.settings
-    spec = {"driver": m.suite, "deadline_s": s.get("deadline_s", 600)}
-    if m.suite == "micro":
-        spec.update(payload=s["payload"], payload_mode=s.get("payload_mode", "binary"),
-                    requests=s.get("requests", 1000), warmup=s.get("warmup", 1000))
-    else:
-        spec.update(workload=s.get("workload", {}))
-    return spec
+    """The client driver's spec of a latency cell (the suite says what goes in it)."""
+    return suites.get(m.suite).driver_spec(m)
 
 
 def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, measure,
@@ -55,7 +51,9 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
     unavailable, bring-up and teardown (always), timing and placement, and the two files.
 
     `measure(dep, meta) -> DataFrame` runs on the deployment, adds its own fields to `meta`
-    (at least "status") and returns the raw rows. `cell` overrides the identity fields."""
+    (at least "status") and returns the raw rows. `cell` overrides the identity fields. The
+    record is checked against `records.CellRecord` before anything is written; returns its JSON
+    form (a dict), as written."""
     meta = {"cell": cell or {k: getattr(manifest, k) for k in
                              ("suite", "platform", "backend", "isolation", "deployment")},
             "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
@@ -66,8 +64,7 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
     def skipped(reason: str) -> dict:
         meta.update(status=STATUS_SKIPPED, reason=reason, manifest=manifest.to_dict())
         with interrupts_unwind():
-            write_pair(raw_path, empty_raw, meta_path, meta)
-        return meta
+            return write_pair(raw_path, empty_raw, meta_path, meta)
 
     skip = getattr(backend, "unavailable_reason", lambda: None)()
     if skip:
@@ -91,20 +88,22 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
         meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta["end_ns"] = time.time_ns()
         meta["wall_s"] = round(time.monotonic() - t0, 3)
-        write_pair(raw_path, raw, meta_path, meta)
-    return meta
+        return write_pair(raw_path, raw, meta_path, meta)
 
 
-def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> None:
-    """The samples, then the metadata (what marks a cell done); each whole or not at all. If
+def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> dict:
+    """The samples, then the record (what marks a cell done); each whole or not at all. If
     the second write fails or is interrupted, the first is removed again: a cell has both files
-    or neither."""
+    or neither. The record is checked against `records.CellRecord` before anything is written;
+    returns it as written (its JSON form)."""
+    record = CellRecord.model_validate(meta).dump()
     atomic_write_parquet(raw_path, raw)
     try:
-        atomic_write_json(meta_path, meta)
+        atomic_write_json(meta_path, record)
     except BaseException:
         Path(raw_path).unlink(missing_ok=True)
         raise
+    return record
 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,

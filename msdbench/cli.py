@@ -1,4 +1,5 @@
-"""The `msdbench` command: one cell by hand, and the steps the Snakemake rules call."""
+"""The `msdbench` command: one cell or sweep by hand, and the steps the Snakemake rules call
+(every rule runs `msdbench <step>`; the suite registry says what each step does for a suite)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,48 @@ import sys
 import tempfile
 from pathlib import Path
 
-from msdbench import planning
+from msdbench import planning, suites
 
 
-def _cell_args(ap: argparse.ArgumentParser, suite_positional: bool = True) -> None:
-    if suite_positional:
-        ap.add_argument("suite", choices=planning.SUITES)
+def _cell_args(ap: argparse.ArgumentParser, required: bool = True) -> None:
     ap.add_argument("--platform", default="linux", choices=planning.PLATFORMS)
     ap.add_argument("--backend", default="process", choices=planning.BACKENDS)
-    ap.add_argument("--isolation", required=True,
+    ap.add_argument("--isolation", required=required,
                     help="co-located | tiered | isolated (micro: co-located | isolated)")
-    ap.add_argument("--deployment", type=int, required=True, choices=sorted(planning.DEPLOYMENTS))
+    ap.add_argument("--deployment", type=int, required=required,
+                    choices=sorted(planning.DEPLOYMENTS))
     ap.add_argument("--payload", type=int, default=None, help="micro: request payload size")
 
 
 def _cell(a) -> planning.Cell:
-    return planning.Cell(a.suite, a.platform, a.backend, a.isolation, a.deployment,
-                         a.payload if a.suite == "micro" else None)
+    for flag in ("isolation", "deployment"):
+        if getattr(a, flag) is None:
+            raise planning.PlanError(f"--{flag} is required (or the cell's path: --cell)")
+    payload = a.payload if "payload" in suites.get(a.suite).axes else None
+    return planning.Cell(a.suite, a.platform, a.backend, a.isolation, a.deployment, payload)
+
+
+def _backend_options(a) -> dict | None:
+    return {"docker_host": a.docker_host} if a.docker_host else None
+
+
+def _print_lines(suite: str, meta_path) -> None:
+    print("\n".join(suites.resolve(suites.get(suite).lines)(meta_path)))
 
 
 def cmd_run(a) -> int:
     from msdbench.cell import run_cell
-    from msdbench.config import ConfigError, cell_settings, device_settings, load
-    from msdbench.summary import one_line
+    from msdbench.config import ConfigError, cell_settings, load, suite_settings
 
     device = a.backend == "device"
     config = load(a.config or ("config/device.yaml" if device else "config/config.yaml"))
-    if a.suite == "micro" and a.payload is None:
+    if a.payload is None:
         a.payload = 0
     if device:
         if not config.get("device"):
             raise ConfigError(f"{a.config}: --backend device needs a `device` section "
                               "(see config/device.yaml)")
-        settings = device_settings(config, a.suite)
+        settings = suite_settings(config, "device", suite=a.suite)
         for key in ("board", "port"):
             if getattr(a, key, None):
                 settings["device"][key] = getattr(a, key)
@@ -52,31 +62,35 @@ def cmd_run(a) -> int:
     manifest = planning.plan(_cell(a), settings)
     out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-run-"))
     raw, meta = out / "cell.parquet", out / "cell.json"
-    run_cell(manifest, raw, meta, {"docker_host": a.docker_host} if a.docker_host else None,
-             workdir=out / "work")
-    print(one_line(meta))
+    run_cell(manifest, raw, meta, _backend_options(a), workdir=out / "work")
+    _print_lines(a.suite, meta)
     print(f"raw samples: {raw}\nmetadata:    {meta}")
     return 0
 
 
 def cmd_plan(a) -> int:
-    manifest = planning.plan(_cell(a), json.loads(a.settings))
-    manifest.save(a.out)
+    if a.cell:
+        _, cell, _ = suites.of_stem(a.cell)
+    elif a.suite:
+        cell = _cell(a)
+    else:
+        raise planning.PlanError("give the cell's path (--cell micro/linux/process/isolated/d2/p0) "
+                                 f"or a suite ({', '.join(planning.SUITES)}) and its flags")
+    planning.plan(cell, json.loads(a.settings)).save(a.out)
     return 0
 
 
 def cmd_measure(a) -> int:
-    from msdbench.cell import run_cell
     from msdbench.manifest import Manifest
-    from msdbench.summary import one_line
 
+    manifest = Manifest.load(a.manifest)
+    suite = a.suite or manifest.suite
+    measure = suites.resolve(suites.get(suite).measure)
     # The domains' logs live in the work dir while the cell runs; a failure quotes their tails.
     # --workdir keeps them (and shows how each domain ended).
-    with tempfile.TemporaryDirectory(prefix="msdbench-cell-") as tmp:
-        run_cell(Manifest.load(a.manifest), a.raw, a.meta,
-                 {"docker_host": a.docker_host} if a.docker_host else None,
-                 workdir=a.workdir or tmp)
-    print(one_line(a.meta))
+    with tempfile.TemporaryDirectory(prefix=f"msdbench-{suite}-") as tmp:
+        measure(manifest, a.raw, a.meta, _backend_options(a), workdir=a.workdir or tmp)
+    _print_lines(suite, a.meta)
     return 0
 
 
@@ -100,15 +114,43 @@ def cmd_image(a) -> int:
 def cmd_aggregate(a) -> int:
     from msdbench.aggregate import aggregate
 
-    aggregate(a.suite, a.meta, a.csv, a.parquet)
+    df = aggregate(a.suite, a.meta, a.csv, a.parquet)
+    print(f"{len(df)} rows from {len(a.meta)} cells -> {a.csv}")
+    return 0
+
+
+def cmd_plot(a) -> int:
+    import pandas as pd
+
+    suite = suites.figures()[a.figure]
+    suites.resolve(suite.figures[a.figure])(pd.read_parquet(a.table), a.png, a.pdf)
+    return 0
+
+
+def cmd_ratios(a) -> int:
+    import pandas as pd
+
+    from msdbench.figures.ratios import write
+
+    out = write(a.out, a.tables)
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(out[["suite", "comparison", "platform", "backend", "isolation", "deployment",
+                   "payload", "op", "ratio", "ratio_p50", "paper_ratio", "host"]].to_string(index=False))
+    return 0
+
+
+def cmd_gather(a) -> int:
+    from msdbench.figures import gather
+
+    gather(a.out, a.files)
     return 0
 
 
 def cmd_validate(a) -> int:
-    from msdbench.config import device_matrix, load, matrix, throughput_matrix
+    from msdbench.config import load, matrix
 
     config = load(a.config)
-    jobs = matrix(config) + throughput_matrix(config) + device_matrix(config)
+    jobs = matrix(config)
     print(f"{a.config}: valid; {len(jobs)} cells (a throughput cell is one sweep)")
     for j in jobs:
         print("  " + j.label)
@@ -121,10 +163,46 @@ def cmd_bench(a) -> int:
     return bench_main(a.args)
 
 
-def cmd_throughput(a) -> int:
-    from msdbench.throughput import cli_main
+def cmd_throughput_run(a) -> int:
+    from msdbench.aggregate import aggregate
+    from msdbench.config import load, suite_settings
+    from msdbench.throughput import SweepSettings, run_sweep, summary_lines
 
-    return cli_main(a.action, a.args)
+    config = load(a.config)
+    config.setdefault("throughput", {"isolations": [a.isolation], "modes": [a.mode]})
+    settings = suite_settings(config, "throughput", mode=a.mode)
+    t = settings["throughput"]
+    if a.clients:
+        t["clients"] = "auto" if a.clients == "auto" else [int(x) for x in a.clients.split(",")]
+        if t["clients"] == "auto":
+            t.setdefault("auto", {})
+    if a.max_clients:
+        t.setdefault("auto", {})["max_clients"] = a.max_clients
+    if a.rates:
+        t["rates"] = [float(x) for x in a.rates.split(",")]
+    for key, value in (("pairs_per_client", a.pairs), ("warmup_pairs", a.warmup),
+                       ("open_clients", a.open_clients), ("point_deadline_s", a.point_deadline)):
+        if value is not None:
+            t[key] = value
+    if a.quiet:
+        t["quiet"] = {"max_unaccounted": a.quiet, "wait_s": 60, "retries": 2}
+    if a.duration is not None:
+        t["duration_s" if a.mode == "closed" else "open_duration_s"] = a.duration
+    for key in ("pinning", "workers"):
+        if getattr(a, key) is not None:
+            settings[key] = getattr(a, key)
+    SweepSettings.from_settings(settings)  # reject bad combinations before anything starts
+    cell = planning.Cell("throughput", a.platform, a.backend, a.isolation,
+                         suites.get("throughput").fixed["deployment"])
+    manifest = planning.plan(cell, settings)
+    out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-throughput-"))
+    meta = run_sweep(manifest, out / "sweep.parquet", out / "sweep.json", _backend_options(a),
+                     workdir=out / "work", log=lambda line: print(line, flush=True))
+    aggregate("throughput", [out / "sweep.json"], out / "table.csv", out / "table.parquet")
+    print(summary_lines(meta)[-1])
+    print(f"raw samples: {out / 'sweep.parquet'}\nmetadata:    {out / 'sweep.json'}\n"
+          f"table:       {out / 'table.csv'}")
+    return 0
 
 
 def cmd_clean(a) -> int:
@@ -149,16 +227,28 @@ def cmd_hosts(a) -> int:
     return check(load(a.config))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from msdbench.backends.base import BackendError
-    from msdbench.config import ConfigError
-    from msdbench.device.firmware import FirmwareError
+def _measure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest")
+    p.add_argument("--raw", required=True, help="samples (.parquet), beside --meta")
+    p.add_argument("--meta", required=True, help="the cell's record (.json)")
+    p.add_argument("--docker-host")
+    p.add_argument("--workdir", help="keep the domains' logs here (default: a temp dir, removed)")
 
+
+def _aggregate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", required=True)
+    p.add_argument("--parquet", required=True)
+    p.add_argument("meta", nargs="+", help="the cells' records (raw samples beside them)")
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="msdbench", description="What microservice isolation and "
                                  "placement cost, measured.")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    by_hand = tuple(n for n, s in suites.SUITES.items() if s.latency and s.services)
 
     p = sub.add_parser("run", help="measure one cell without Snakemake; print a summary")
+    p.add_argument("suite", choices=by_hand)
     _cell_args(p)
     p.add_argument("--config", help="settings not given here come from this file (default: "
                    "config/config.yaml; config/device.yaml for --backend device)")
@@ -174,17 +264,18 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("plan", help="(rule deploy) write the manifest of one cell")
-    _cell_args(p)
+    p.add_argument("suite", nargs="?", choices=planning.SUITES)
+    p.add_argument("--cell", help="the cell's path, e.g. micro/linux/process/isolated/d2/p0 "
+                   "(instead of the suite and its flags)")
+    _cell_args(p, required=False)
     p.add_argument("--settings", required=True, help="the cell's settings as JSON")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_plan)
 
     p = sub.add_parser("measure", help="(rule run) bring a manifest up, measure, tear down")
-    p.add_argument("manifest")
-    p.add_argument("--raw", required=True, help="samples (.parquet), beside --meta")
-    p.add_argument("--meta", required=True, help="metadata (.json)")
-    p.add_argument("--docker-host")
-    p.add_argument("--workdir", help="keep the domains' logs here (default: a temp dir, removed)")
+    _measure_args(p)
+    p.add_argument("--suite", choices=planning.SUITES,
+                   help="measure as this suite (default: the manifest's)")
     p.set_defaults(fn=cmd_measure)
 
     p = sub.add_parser("image", help="(rule build_image) build or stamp what a backend runs")
@@ -197,11 +288,26 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_image)
 
     p = sub.add_parser("aggregate", help="(rule aggregate) cells -> one summary table")
-    p.add_argument("suite", choices=planning.SUITES + ("device",))
-    p.add_argument("--csv", required=True)
-    p.add_argument("--parquet", required=True)
-    p.add_argument("meta", nargs="+", help="the cells' metadata files (raw samples beside them)")
+    p.add_argument("suite", choices=planning.SUITES)
+    _aggregate_args(p)
     p.set_defaults(fn=cmd_aggregate)
+
+    p = sub.add_parser("plot", help="(rule plot) a summary table -> one figure (.png and .pdf)")
+    p.add_argument("figure", choices=tuple(suites.figures()))
+    p.add_argument("table", help="the suite's summary table (.parquet)")
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.set_defaults(fn=cmd_plot)
+
+    p = sub.add_parser("ratios", help="(rule ratios) the paper's headline ratios from the tables")
+    p.add_argument("out", help="the ratio table (.csv)")
+    p.add_argument("tables", nargs="+", help="the suites' summary tables (.parquet)")
+    p.set_defaults(fn=cmd_ratios)
+
+    p = sub.add_parser("gather", help="(rule figures) the figures into one directory")
+    p.add_argument("out")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(fn=cmd_gather)
 
     p = sub.add_parser("validate", help="check a config file and list its cells")
     p.add_argument("config", nargs="?", default="config/config.yaml")
@@ -213,11 +319,38 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("throughput", help="the throughput study (paper 4.3): `run` a sweep by "
-                       "hand; `measure`, `aggregate` (the rules); ACTION --help for more",
-                       add_help=False)
-    p.add_argument("action", choices=("run", "measure", "aggregate"))
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_throughput)
+                       "hand; `measure`, `aggregate`: the generic steps for suite throughput")
+    tsub = p.add_subparsers(dest="action", required=True)
+    p = tsub.add_parser("run", help="one sweep by hand (no Snakemake): plan, bring up, sweep, "
+                        "tear down")
+    p.add_argument("--platform", default="linux", choices=planning.PLATFORMS)
+    p.add_argument("--backend", default="process", choices=planning.BACKENDS)
+    p.add_argument("--isolation", required=True, choices=suites.get("throughput").isolations)
+    p.add_argument("--mode", default="closed", choices=("closed", "open"))
+    p.add_argument("--config", default="config/config.yaml",
+                   help="settings not given here come from this file (default: %(default)s)")
+    p.add_argument("--clients", help="closed loop: e.g. 1,2,4,8 or auto")
+    p.add_argument("--max-clients", type=int, help="auto: the largest N to try")
+    p.add_argument("--pairs", type=int, help="timed create/delete pairs per client")
+    p.add_argument("--duration", type=float, help="closed: seconds per point; open: per rate")
+    p.add_argument("--rates", help="open loop: offered rates, e.g. 500,1000,2000")
+    p.add_argument("--open-clients", type=int)
+    p.add_argument("--warmup", type=int, help="warm-up pairs per client")
+    p.add_argument("--pinning", choices=tuple(planning.PINNINGS))
+    p.add_argument("--workers", type=int)
+    p.add_argument("--point-deadline", type=float)
+    p.add_argument("--quiet", type=float, metavar="CPUS",
+                   help="shared host: wait for other work below CPUS before each point "
+                        "(up to 60 s) and rerun a point it disturbed (up to 2 times)")
+    p.add_argument("--docker-host")
+    p.add_argument("--out", help="directory for sweep.parquet, sweep.json, table.csv")
+    p.set_defaults(fn=cmd_throughput_run)
+    p = tsub.add_parser("measure", help="= msdbench measure MANIFEST --suite throughput")
+    _measure_args(p)
+    p.set_defaults(fn=cmd_measure, suite="throughput")
+    p = tsub.add_parser("aggregate", help="= msdbench aggregate throughput")
+    _aggregate_args(p)
+    p.set_defaults(fn=cmd_aggregate, suite="throughput")
 
     p = sub.add_parser("hosts", help="`hosts check`: for each configured host, is it reachable, "
                        "its kernel, CPU, Python and msdbench version (netns: create and remove one)")
@@ -233,14 +366,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="also remove the objects of runs that are still alive or belong to another machine")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.set_defaults(fn=cmd_clean)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from msdbench.backends.base import BackendError
+    from msdbench.config import ConfigError
+    from msdbench.device.firmware import FirmwareError
+    from msdbench.records import RecordError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its options are its own (msdbench/bench.py)
         return cmd_bench(argparse.Namespace(args=argv[1:]))
-    a = ap.parse_args(argv)
+    a = parser().parse_args(argv)
     try:
         return a.fn(a)
-    except (ConfigError, planning.PlanError, BackendError, TimeoutError, FirmwareError) as e:
+    except (ConfigError, planning.PlanError, BackendError, RecordError, TimeoutError,
+            FirmwareError) as e:
         print(f"msdbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

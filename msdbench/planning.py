@@ -1,19 +1,21 @@
 """Planning: one cell of the matrix -> a manifest. Pure: no processes, no sockets, no files.
 
 The two mappings of the paper: services -> isolation domains (`isolation`) and domains -> hosts
-(`deployment`, where the client sits). The platform decides how each edge travels.
+(`deployment`, where the client sits). The platform decides how each edge travels. What a suite
+deploys (its services, its entry point, its isolations) comes from the suite registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from msdbench import suites
+from msdbench.axes import Cell, PlanError, choose
 from msdbench.manifest import Domain, Edge, Manifest, Service
+from msdbench.suites.micro import contradiction as micro_contradiction  # noqa: F401 (its old home)
 
-SUITES = ("micro", "beps")
+SUITES = tuple(suites.SUITES)
 PLATFORMS = ("linux", "specialized")
 BACKENDS = ("process", "docker", "device")
-ISOLATIONS = {"micro": ("co-located", "isolated"), "beps": ("co-located", "tiered", "isolated")}
+ISOLATIONS = {name: s.isolations for name, s in suites.SUITES.items()}
 DEPLOYMENTS = {
     1: "client inside the entry service's domain",
     2: "client in its own domain, same host",
@@ -32,40 +34,23 @@ PINNINGS = {
     "none": "not pinned: the scheduler decides (numbers jump between runs)",
 }
 
-
-class PlanError(ValueError):
-    """A cell that cannot be planned; the message names the field and what is allowed."""
-
-
-@dataclass(frozen=True)
-class Cell:
-    suite: str
-    platform: str
-    backend: str
-    isolation: str
-    deployment: int
-    payload: int | None = None  # micro only: request payload (bytes, or i64 elements in list mode)
-
-
-def _choose(field: str, value, allowed) -> None:
-    if value not in allowed:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise PlanError(f"{field}: {value!r} is not one of {shown}")
+__all__ = ["Cell", "PlanError", "check_cell", "plan", "SUITES", "PLATFORMS", "BACKENDS",
+           "ISOLATIONS", "DEPLOYMENTS", "SUPPORTED_DEPLOYMENTS", "PINNINGS"]
 
 
 def check_cell(cell: Cell) -> None:
     """Raise PlanError unless the cell can be planned and run by what exists today."""
-    _choose("suite", cell.suite, SUITES)
-    _choose("platform", cell.platform, PLATFORMS)
-    _choose("backend", cell.backend, BACKENDS)
-    _choose(f"isolation (suite {cell.suite})", cell.isolation, ISOLATIONS[cell.suite])
-    _choose("deployment", cell.deployment, tuple(DEPLOYMENTS))
+    suite = suites.get(cell.suite)
+    choose("platform", cell.platform, PLATFORMS)
+    choose("backend", cell.backend, BACKENDS)
+    choose(f"isolation (suite {cell.suite})", cell.isolation, suite.isolations)
+    choose("deployment", cell.deployment, tuple(DEPLOYMENTS))
     if cell.backend == "device":
         if cell.platform != "specialized":
             raise PlanError(f"platform: {cell.platform!r} cannot run on a board (the device "
                             "backend runs 'specialized': direct calls in a group, marshalled "
                             "calls across groups, the serial link across nodes)")
-        _choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
+        choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
     elif cell.deployment not in SUPPORTED_DEPLOYMENTS:
         raise PlanError(
             f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM, which "
@@ -75,37 +60,14 @@ def check_cell(cell: Cell) -> None:
             f"deployment {cell.deployment} with backend {cell.backend!r}: a domain on another "
             "host is started by the process backend only (a container there would need that "
             "host's engine and networking across two engines, not built yet); use backend 'process'")
-    if cell.suite == "micro":
-        if cell.payload is None or cell.payload < 0:
-            raise PlanError(f"payload: {cell.payload!r} must be an integer >= 0 for the micro suite")
-        if micro_contradiction(cell.isolation, cell.deployment):
-            raise PlanError(micro_contradiction(cell.isolation, cell.deployment))
+    for key, value in suite.fixed.items():
+        if getattr(cell, key) != value:
+            raise PlanError(f"{key}: the {cell.suite} suite runs at {key} {value} only, "
+                            f"not {getattr(cell, key)!r}")
+    suite.check(cell)
 
 
-def micro_contradiction(isolation: str, deployment: int) -> str | None:
-    """The microbenchmark has one server-side service, so its isolation *is* where the client
-    sits: co-located means the client shares poll's domain (deployment 1) and isolated means it
-    does not (deployment >= 2). The other pairings describe no deployment at all."""
-    if isolation == "co-located" and deployment != 1:
-        return (f"isolation 'co-located' with deployment {deployment}: in the micro suite co-located "
-                "means client and poll share a domain, which is deployment 1")
-    if isolation == "isolated" and deployment == 1:
-        return ("isolation 'isolated' with deployment 1: in the micro suite deployment 1 puts the "
-                "client inside poll's domain, which is co-located")
-    return None
-
-
-def server_services(suite: str, workers: int) -> list[Service]:
-    """The server side's service instances (domain filled in by `_group`)."""
-    if suite == "micro":
-        return [Service("poll", "poll", "")]
-    return ([Service("lb", "lb", "")]
-            + [Service(f"worker{i}", "worker", "") for i in range(workers)]
-            + [Service("userdb", "userdb", ""), Service("payloaddb", "payloaddb", ""),
-               Service("reader", "reader", "")])
-
-
-def _group(suite: str, isolation: str, svc: Service) -> str:
+def _group(isolation: str, svc: Service) -> str:
     """Mapping 1: the isolation domain a service belongs to (paper fig 3)."""
     if isolation == "co-located":
         return "server"
@@ -116,12 +78,12 @@ def _group(suite: str, isolation: str, svc: Service) -> str:
             "reader": "read"}[svc.kind]
 
 
-def _edges(suite: str, services: list[Service]) -> list[tuple[str, str]]:
-    """Who calls whom: the client calls the entry point; the rest follows the service kinds."""
+def _edges(services: list[Service]) -> list[tuple[str, str]]:
+    """Who calls whom: the client calls the entry point (the suite's first service); the rest
+    follows the service kinds."""
     from msdbench.services import KINDS
 
-    entry = "poll" if suite == "micro" else "lb"
-    pairs = [("client", entry)]
+    pairs = [("client", services[0].name)]
     for s in services:
         if s.kind not in KINDS:
             continue
@@ -185,22 +147,22 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     settings = dict(settings or {})
     check_cell(cell)
     chost, chost_spec = client_host(cell, settings)
+    suite = suites.get(cell.suite)
     device = cell.backend == "device"
     pinning = "board" if device else settings.get("pinning", "same-core")
     if not device:
-        _choose("pinning", pinning, tuple(PINNINGS))
-    workers = int(settings.get("workers", 5))
-    if cell.suite == "beps" and workers < 1:
-        raise PlanError(f"workers: {workers} must be >= 1")
+        choose("pinning", pinning, tuple(PINNINGS))
+    settings = suite.plan_settings(cell, settings)
 
-    services = server_services(cell.suite, workers)
+    services = suite.services(settings)
     order: list[str] = []
     for s in services:
-        s.domain = _group(cell.suite, cell.isolation, s)
+        s.domain = _group(cell.isolation, s)
         if s.domain not in order:
             order.append(s.domain)
     entry = services[0]
     client = Service("client", "client", entry.domain if cell.deployment == 1 else "client")
+    edges_of = _edges(services)
     services.append(client)
     if cell.deployment != 1:
         order.append("client")
@@ -215,15 +177,11 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     by_name = {d.name: d for d in domains}
     by_service = {s.name: by_name[s.domain] for s in services}
     edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b], cell.backend))
-             for a, b in _edges(cell.suite, services)]
+             for a, b in edges_of]
 
     settings["pinning"] = pinning
     if device:  # how to reach the board: cell.record hands these to the backend
         settings["backend_options"] = {"board": settings.get("device") or {}}
-    if cell.suite == "micro":
-        settings["payload"] = cell.payload
-    else:
-        settings["workers"] = workers
     hosts = {"local": dict((settings.get("hosts") or {}).get("local") or {"kind": "local"})}
     if chost != "local":
         hosts[chost] = dict(chost_spec)

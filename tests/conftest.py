@@ -41,11 +41,11 @@ def no_leftovers():
 
 @pytest.fixture
 def workflow_copy(tmp_path):
-    """A copy of the workflow (Snakefile, rules, config, scripts) in a scratch directory, so that a
+    """A copy of the workflow (Snakefile, rules, config, profile) in a scratch directory, so that a
     test's snakemake run writes its own results/ and .snakemake/."""
     # The package is copied too (and put first on PYTHONPATH by `snakemake()`), so that the run
     # measures a fixed snapshot of the code even while the working tree changes.
-    for name in ("Snakefile", "workflow", "profiles", "scripts", "config", "pyproject.toml", "envs",
+    for name in ("Snakefile", "workflow", "profiles", "config", "pyproject.toml", "envs",
                  "msdbench"):
         src = ROOT / name
         if src.is_dir():

@@ -45,7 +45,7 @@ def test_dropped_feed_update_fails_the_cell_and_the_table_says_so(tmp_path, no_l
     assert "feed" in problems and "lacks" in problems, problems
     on_disk = json.loads((tmp_path / "c.json").read_text())
     assert on_disk["status"] == "failed-check" and on_disk["faults_injected"]
-    rows = table([tmp_path / "c.json"])
+    rows = table("beps", [tmp_path / "c.json"])
     assert set(rows["status"]) == {"failed-check"} and rows["problems"].str.contains("feed").all()
 
 

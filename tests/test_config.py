@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from msdbench.config import ConfigError, load, matrix, throughput_matrix, validate
+from msdbench.config import ConfigError, load, matrix, validate
 
 from conftest import ROOT
 
@@ -49,8 +49,8 @@ def test_shipped_configs_expand_to_the_cells_they_promise(name):
         open_isos = (t.get("open") or {}).get("isolations") or t["isolations"]
         expect["throughput"] = per_backend * sum(
             len(t["isolations"] if mode == "closed" else open_isos) for mode in t["modes"])
-    assert counts(matrix(c) + throughput_matrix(c)) == expect
-    labels = [j.label for j in matrix(c) + throughput_matrix(c)]
+    assert counts(matrix(c)) == expect
+    labels = [j.label for j in matrix(c)]
     assert len(set(labels)) == len(labels), "two cells share one output path"
 
 
@@ -69,7 +69,7 @@ def test_paper_config_has_the_papers_sizes():
     assert t["pairs_per_client"] == 105_000 and t["warmup_pairs"] == 50
     assert set(t["isolations"]) == {"co-located", "tiered", "isolated"}
     # 2 platforms x 1 backend: 24 micro cells, 12 BEPS cells, 12 throughput sweeps
-    assert counts(matrix(c) + throughput_matrix(c)) == {"micro": 24, "beps": 12, "throughput": 12}
+    assert counts(matrix(c)) == {"micro": 24, "beps": 12, "throughput": 12}
 
 
 @pytest.mark.parametrize("changes,expect", [

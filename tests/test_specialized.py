@@ -11,7 +11,7 @@ import signal
 import pandas as pd
 import pytest
 
-from msdbench import idl
+from msdbench import idl, suites
 from msdbench.backends.base import BackendError
 from msdbench.backends.process import ProcessBackend
 from msdbench.cell import run_cell
@@ -34,6 +34,8 @@ def _cells():
         for isolation in isolations:
             for deployment in SUPPORTED_DEPLOYMENTS:
                 if suite == "micro" and micro_contradiction(isolation, deployment):
+                    continue
+                if suites.get(suite).fixed.get("deployment", deployment) != deployment:
                     continue
                 yield suite, isolation, deployment
 

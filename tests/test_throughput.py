@@ -57,7 +57,7 @@ def test_knee_and_peak():
 
 def test_auto_sweep_stops_two_points_after_the_knee(monkeypatch):
     """The sweep loop with a fake point: throughput rises to 4 clients, then flattens."""
-    import msdbench.throughput as tp
+    import msdbench.throughput.sweep as tp
 
     curve = {1: 1000, 2: 1900, 3: 2600, 4: 3000, 5: 3050, 7: 2900, 9: 3000}
 
@@ -76,7 +76,7 @@ def test_auto_sweep_stops_two_points_after_the_knee(monkeypatch):
 
 
 def test_a_point_disturbed_by_other_work_is_measured_again(monkeypatch):
-    import msdbench.throughput as tp
+    import msdbench.throughput.sweep as tp
 
     loads = iter([0.9, 0.05, 0.05])  # the first attempt at 1 client was disturbed
 
@@ -87,7 +87,7 @@ def test_a_point_disturbed_by_other_work_is_measured_again(monkeypatch):
                 "host": {"unaccounted_util": next(loads)}}, []
 
     monkeypatch.setattr(tp, "run_point", fake_point)
-    monkeypatch.setattr(tp, "_other_load", lambda seconds=1.0: 0.0)
+    monkeypatch.setattr(tp, "other_load", lambda seconds=1.0: 0.0)
     st = tp.SweepSettings(clients=[1, 2], quiet={"max_unaccounted": 0.3, "retries": 2})
     points, _ = tp.sweep(None, st, log=lambda _: None)
     assert [(p["clients"], p["attempt"], p["status"]) for p in points] == [
@@ -104,8 +104,8 @@ def test_default_config_expands_throughput_sweeps():
     stems = {j.stem for j in jobs}
     assert "throughput/closed/linux/process/co-located" in stems
     for j in jobs:
-        assert j.cell.deployment == 2 and j.settings["throughput"]["mode"] == j.mode
-    closed = next(j for j in jobs if j.mode == "closed").settings["throughput"]
+        assert j.cell.deployment == 2 and j.settings["throughput"]["mode"] == j.axes["mode"]
+    closed = next(j for j in jobs if j.axes["mode"] == "closed").settings["throughput"]
     assert "rates" not in closed  # the open loop's rates do not shape the closed sweeps
 
 

@@ -22,6 +22,8 @@ TINY = {
     "beps": {"isolations": ["tiered"], "deployments": [2], "workers": 2,
              "workload": {"users": 12, "active_users": 4, "follows_per_user": 2,
                           "publishes_per_user": 2, "name_len": 10, "message_len": 280}},
+    "throughput": {"isolations": ["co-located"], "modes": ["closed"], "platforms": ["linux"],
+                   "clients": [1], "pairs_per_client": 20, "warmup_pairs": 5},
 }
 
 
@@ -29,10 +31,10 @@ def write_config(workdir, config):
     (workdir / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def jobs_run(stdout_and_err: str, rule: str) -> int:
-    """How many jobs of `rule` the run's job-stats table says it ran."""
-    m = re.search(rf"^{rule}\s+(\d+)\s*$", stdout_and_err, re.M)
-    return int(m.group(1)) if m else 0
+def measured(stdout_and_err: str, suite: str) -> int:
+    """How many cells of `suite` the run measured (jobs of the one rule `run`)."""
+    cells = re.findall(r"^(?:local)?rule run:\n(?:    .*\n)*?    wildcards: cell=(\S+)$", stdout_and_err, re.M)
+    return sum(c.split("/")[0] == suite for c in cells)
 
 
 def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
@@ -40,8 +42,10 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     write_config(wd, TINY)
     r = snakemake(wd, "results/figures/")
     out = r.stdout + r.stderr
-    assert jobs_run(out, "run_micro") == 4 and jobs_run(out, "run_beps") == 1
-    for name in ("micro.png", "micro.pdf", "beps.png", "beps.pdf"):
+    assert measured(out, "micro") == 4 and measured(out, "beps") == 1
+    assert measured(out, "throughput") == 1
+    for name in ("micro.png", "micro.pdf", "beps.png", "beps.pdf", "throughput.png",
+                 "throughput-latency.pdf"):
         assert (wd / "results/figures" / name).stat().st_size > 1000
     micro = pd.read_csv(wd / "results/tables/micro.csv")
     assert len(micro) == 4 and set(micro["status"]) == {"ok"} and (micro["n"] == 50).all()
@@ -51,11 +55,14 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     assert "Using workflow specific profile profiles/default" in out
     spans = sorted((m["start_ns"], m["end_ns"]) for m in
                    (json.loads(p.read_text()) for p in (wd / "results/raw").rglob("*.json")))
-    assert len(spans) == 5
+    assert len(spans) == 6
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
     beps = pd.read_csv(wd / "results/tables/beps.csv")
     assert set(beps["op"]) == {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"}
     assert set(beps["status"]) == {"ok"}
+    sweep = pd.read_csv(wd / "results/tables/throughput.csv")
+    assert list(sweep[["mode", "clients", "status"]].itertuples(index=False, name=None)) == [
+        ("closed", 1, "ok")]
 
     # A complete run leaves nothing to do.
     r = snakemake(wd, "-n", "results/figures/")
@@ -67,8 +74,8 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     write_config(wd, TINY2)
     r = snakemake(wd, "results/figures/")
     out = r.stdout + r.stderr
-    assert jobs_run(out, "run_micro") == 2, out[-3000:]
-    assert jobs_run(out, "run_beps") == 0
+    assert measured(out, "micro") == 2, out[-3000:]
+    assert measured(out, "beps") == 0 and measured(out, "throughput") == 0
     assert len(pd.read_csv(wd / "results/tables/micro.csv")) == 6
 
     # A setting that shapes only BEPS cells reruns only them.
@@ -76,7 +83,7 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     write_config(wd, TINY2)
     r = snakemake(wd, "results/figures/")
     out = r.stdout + r.stderr
-    assert jobs_run(out, "run_beps") == 1 and jobs_run(out, "run_micro") == 0, out[-3000:]
+    assert measured(out, "beps") == 1 and measured(out, "micro") == 0, out[-3000:]
 
 
 def test_bad_config_stops_snakemake_with_the_field(workflow_copy):

@@ -82,7 +82,7 @@ IMAGE_PYTHON = f"{IMAGE_VENV}/bin/python"
 
 # Distributions that belong to the host (workflow, plotting, aggregation, driving the engine). They go
 # into the image only if a module reachable from CONTAINER_MODULES imports them.
-HOST_ONLY = frozenset({"snakemake", "matplotlib", "docker", "pandas", "pyarrow"})
+HOST_ONLY = frozenset({"snakemake", "matplotlib", "docker", "pandas", "pyarrow", "pydantic"})
 # What runs in a container: the domain runner and the packages it serves and drives with ("pkg.*": every
 # module under pkg). Their module-level imports decide which HOST_ONLY distributions go in.
 CONTAINER_MODULES = (

@@ -144,7 +144,8 @@ class DeviceDeployment:
         return {d.name: {"host": d.host, "services": d.services} for d in m.domains}
 
     def run_driver(self, spec: dict) -> dict:
-        spec = dict(spec, entry="poll" if self.manifest.suite == "micro" else "lb")
+        (edge,) = self.manifest.edges_from(self.manifest.client)  # the entry service
+        spec = dict(spec, entry=edge.callee)
         deadline = spec.get("deadline_s") or 600
         if self.client_on_board:
             result = self._board_driver(spec, deadline)

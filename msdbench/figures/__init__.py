@@ -47,3 +47,22 @@ def client_kind(df: pd.DataFrame):
     if "client_host_kind" not in df.columns or df.empty:
         return None
     return df["client_host_kind"].iloc[0]
+
+
+def gather(out: str, files) -> None:
+    """Rule figures: the figures into one directory, replaced whole (hard links; a copy where the
+    file system cannot link)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    tmp = Path(out + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in files:
+        try:
+            os.link(f, tmp / Path(f).name)
+        except OSError:
+            shutil.copy2(f, tmp / Path(f).name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)

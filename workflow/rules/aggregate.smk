@@ -1,9 +1,10 @@
-# Cells -> one summary table per suite: a row per cell (x request type for BEPS).
+# Cells -> one summary table per suite (latency: a row per cell x request type; throughput: a
+# row per point of every sweep).
 
 
 rule aggregate:
     input:
-        lambda wc: cell_metas(wc.suite),
+        lambda wc: cell_records(wc.suite),
     output:
         csv="results/tables/{suite}.csv",
         parquet="results/tables/{suite}.parquet",
@@ -19,10 +20,10 @@ rule aggregate:
 
 
 # The paper's headline ratios (isolated/co-located per platform, specialized/linux per cell),
-# from the summary tables of the suites in the matrix.
+# from the summary tables of the latency suites in the matrix.
 rule ratios:
     input:
-        expand("results/tables/{suite}.parquet", suite=SUITES),
+        expand("results/tables/{suite}.parquet", suite=[s for s in SUITES if suites.get(s).latency]),
     output:
         "results/tables/ratios.csv",
     resources:
@@ -32,4 +33,4 @@ rule ratios:
     conda:
         "../../envs/msdbench.yaml"
     shell:
-        "python scripts/ratios.py {output} {input} > {log} 2>&1"
+        "msdbench ratios {output} {input} > {log} 2>&1"

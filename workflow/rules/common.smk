@@ -1,51 +1,55 @@
 # Validate the config (the error names the field and the allowed values) and turn it into targets.
-import json
+# Every cell's path comes from the suite registry (msdbench/suites/): a cell is `{cell}` below,
+# e.g. micro/linux/process/isolated/d2/p0 or throughput/closed/linux/process/tiered.
+from pathlib import Path
 
-from msdbench.config import ConfigError, backend_options, device_matrix, load, matrix, validate
+from msdbench import suites
+from msdbench.config import ConfigError, matrix, validate
 
 try:
     validate(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-# Device cells (config `device`) share the stems' shape and rules; their tables and figures are
-# their own (suite key "device": workflow/rules/device.smk).
-JOBS = {job.stem: job for job in matrix(config) + device_matrix(config)}
-SUITES = sorted({job.suite_key for job in JOBS.values()})
+JOBS = {job.stem: job for job in matrix(config)}
+SUITES = [name for name in suites.SUITES if any(j.suite_key == name for j in JOBS.values())]
+FIGURES = {fig: s.name for fig, s in suites.figures().items() if s.name in SUITES}
 DOCKER_HOST = config.get("docker_host") or ""
+HOST_FLAG = f"--docker-host {DOCKER_HOST}" if DOCKER_HOST else ""
 
 
 wildcard_constraints:
-    suite="micro|beps|device",
-    platform="[a-z]+",
+    suite="|".join(suites.SUITES),
+    figure="|".join(suites.figures()),
     backend="[a-z]+",
-    isolation="[a-z-]+",
-    deployment="[0-9]+",
-    payload="[0-9]+",
 
 
-def job_of(wildcards, suite):
-    parts = [suite, wildcards.platform, wildcards.backend, wildcards.isolation,
-             "d" + wildcards.deployment]
-    if "payload" in wildcards.keys():
-        parts.append("p" + wildcards.payload)
-    stem = "/".join(parts)
-    if stem not in JOBS:
-        raise WorkflowError(f"{stem} is not a cell of the configured matrix")
-    return JOBS[stem]
+def job_of(wildcards):
+    if wildcards.cell not in JOBS:
+        raise WorkflowError(f"{wildcards.cell} is not a cell of the configured matrix")
+    return JOBS[wildcards.cell]
 
 
-def cell_metas(suite):
+def image_of(wildcards):
+    return f"results/images/{job_of(wildcards).cell.backend}.json"
+
+
+def cell_records(suite):
     return [f"results/raw/{stem}.json" for stem, j in JOBS.items() if j.suite_key == suite]
 
 
-def figure_files(suite):
-    if suite == "device":  # paper figs 7 (poll) and 10 (BEPS) on the board
-        return expand("results/plots/{name}.{ext}", name=DEVICE_FIGURES, ext=["png", "pdf"])
-    return expand("results/plots/{suite}.{ext}", suite=suite, ext=["png", "pdf"])
+def caption_of(wildcards):
+    """The figure's caption (workflow/report/{figure}.rst), shown by `snakemake --report`."""
+    path = Path(workflow.basedir) / "workflow/report" / f"{wildcards.figure}.rst"
+    if not path.exists():
+        raise WorkflowError(f"figure {wildcards.figure} has no caption: write {path}")
+    return path.read_text()
+
+
+def figure_files():
+    return expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"])
 
 
 def all_targets():
     return (["results/figures"] + expand("results/tables/{suite}.csv", suite=SUITES)
-            + ["results/tables/ratios.csv"]
-            + THROUGHPUT_TARGETS)  # workflow/rules/throughput.smk
+            + ["results/tables/ratios.csv"])

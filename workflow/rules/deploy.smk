@@ -2,33 +2,16 @@
 # param, so changing one setting replans (and so remeasures) exactly the cells it shapes.
 
 
-rule deploy_micro:
+rule deploy:
     output:
-        "results/manifests/micro/{platform}/{backend}/{isolation}/d{deployment}/p{payload}.yaml",
+        "results/manifests/{cell}.yaml",
     params:
-        settings=lambda wc: job_of(wc, "micro").settings_json,
+        settings=lambda wc: job_of(wc).settings_json,
     priority: 50  # plan every cell first, so planning never runs beside a measurement
     log:
-        "results/logs/deploy/micro/{platform}/{backend}/{isolation}/d{deployment}/p{payload}.log",
+        "results/logs/deploy/{cell}.log",
     conda:
         "../../envs/msdbench.yaml"
     shell:
-        "msdbench plan micro --platform {wildcards.platform} --backend {wildcards.backend}"
-        " --isolation {wildcards.isolation} --deployment {wildcards.deployment}"
-        " --payload {wildcards.payload} --settings {params.settings:q} --out {output} > {log} 2>&1"
-
-
-rule deploy_beps:
-    output:
-        "results/manifests/beps/{platform}/{backend}/{isolation}/d{deployment}.yaml",
-    params:
-        settings=lambda wc: job_of(wc, "beps").settings_json,
-    priority: 50
-    log:
-        "results/logs/deploy/beps/{platform}/{backend}/{isolation}/d{deployment}.log",
-    conda:
-        "../../envs/msdbench.yaml"
-    shell:
-        "msdbench plan beps --platform {wildcards.platform} --backend {wildcards.backend}"
-        " --isolation {wildcards.isolation} --deployment {wildcards.deployment}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "msdbench plan --cell {wildcards.cell} --settings {params.settings:q} --out {output}"
+        " > {log} 2>&1"

@@ -1,28 +1,30 @@
-# The paper's figures, from the summary tables only. Each suite's figure is drawn on its own (so a
-# change redraws only the figures that read it) under results/plots/, then gathered into
+# The figures, from the summary tables only: each suite declares its figures (msdbench/suites/),
+# each figure is drawn on its own under results/plots/ (so a change redraws only the figures that
+# read it) with its caption from workflow/report/{figure}.rst, then all are gathered into
 # results/figures/, the directory users ask for: `snakemake --cores 4 results/figures/`.
-# (The throughput figures come from workflow/rules/throughput.smk, included before this file.)
 
 
 rule plot:
     input:
-        "results/tables/{suite}.parquet",
+        lambda wc: f"results/tables/{FIGURES[wc.figure]}.parquet",
     output:
-        png=report("results/plots/{suite}.png", caption="../report/figure.rst", category="Figures"),
-        pdf="results/plots/{suite}.pdf",
+        png=report("results/plots/{figure}.png", caption="../report/caption.rst", category="Figures"),
+        pdf="results/plots/{figure}.pdf",
+    params:
+        caption=caption_of,  # rendered by caption.rst (a caption's path cannot hold a wildcard)
     resources:
         testbed=1,  # a few seconds of CPU: on 2 cores it would disturb a measurement beside it
     log:
-        "results/logs/figures/{suite}.log",
+        "results/logs/figures/{figure}.log",
     conda:
         "../../envs/msdbench.yaml"
     shell:
-        "python scripts/plot_{wildcards.suite}.py {input} {output.png} {output.pdf} > {log} 2>&1"
+        "msdbench plot {wildcards.figure} {input} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule figures:
     input:
-        [f for s in SUITES for f in figure_files(s)] + THROUGHPUT_FIGURES,
+        figure_files(),
     output:
         directory("results/figures"),
     log:
@@ -30,4 +32,4 @@ rule figures:
     conda:
         "../../envs/msdbench.yaml"
     shell:
-        "python scripts/gather.py {output} {input} > {log} 2>&1"
+        "msdbench gather {output} {input} > {log} 2>&1"
