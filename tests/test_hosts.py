@@ -201,7 +201,7 @@ def remote(tmp_path):
     sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd_bin).exists() or not shutil.which("ssh-keygen"):
         pytest.skip("needs openssh-server (apt-get install openssh-server)")
-    ns = NetnsHost("remote", {"kind": "netns", "range": "10.214.0.0/16"})
+    ns = NetnsHost("remote", {"kind": "netns", "range": "10.216.0.0/16"})
     ns.up()
     d = tmp_path / "ssh"
     d.mkdir()
@@ -232,7 +232,7 @@ def remote(tmp_path):
         ["ssh", "-o", "BatchMode=yes", "-p", "2222", *entry["options"], f"root@{ns.address}", "true"],
         capture_output=True).returncode == 0 or sshd.poll() is not None, 20)
     assert sshd.poll() is None, (d / "sshd.log").read_text()
-    yield {"entry": entry, "ns": ns, "sshd": sshd}
+    yield {"entry": entry, "ns": ns, "sshd": sshd, "dir": d}
     for pid in _pids_in(ns.netns):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -343,3 +343,29 @@ def test_wrong_or_missing_msdbench_there_is_one_line_naming_the_field(tmp_path, 
         assert "host 'far'" in msg and "hosts.far.python" in msg and "\n" not in msg, msg
         import re
         assert re.search(match, msg), msg
+
+
+@pytest.mark.docker
+def test_docker_backend_with_the_ssh_hosts_engine(tmp_path, nothing_left, engine, remote, monkeypatch):
+    """The docker backend given that host's engine URL (ssh://): the engine's socket is reachable
+    on that "host" (its sshd shares this machine's filesystem), so the cell runs through it. The
+    containers are on this machine's engine, so the control ports are reached at their IPs."""
+    pytest.importorskip("paramiko", reason="ssh:// needs paramiko: pip install -e '.[docker-ssh]'")
+    from msdbench.backends import docker_image
+
+    from conftest import copy_project
+
+    d, address = remote["dir"], remote["ns"].address
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text((d / "known_hosts").read_text())
+    (home / ".ssh/config").write_text(f"Host {address}\n  IdentityFile {d}/userkey\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    image = docker_image.ensure_image(copy_project(tmp_path / "proj"))
+    url = remote["entry"]["url"]
+    m = plan(Cell("micro", "linux", "docker", "isolated", 2, 0), MICRO)
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json",
+                    {"docker_host": url, "image": image["id"], "control_access": "ip"})
+    assert meta["status"] == "ok"
+    assert meta["backend_info"]["engine"]["host"] == url

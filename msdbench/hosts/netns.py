@@ -206,6 +206,7 @@ def leftovers(everything: bool = False, prefix: str = PREFIX) -> dict[str, list[
             links.append((dev, alias))
     return {"namespaces": [n for n in namespaces if n.startswith(prefix)
                            and (everything or not owner_alive(n))],
+            # a link without its alias yet is being made by a live run: never taken for dead
             "links": [d for d, alias in links if alias.startswith(prefix)
                       and (everything or not owner_alive(alias))]}
 
