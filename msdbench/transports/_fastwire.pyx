@@ -488,6 +488,9 @@ cdef class CallEncoder:
         self.header, self.sp = header, sp
 
     def __call__(self, bytearray o, *args):
+        self.encode(o, args)
+
+    cdef int encode(self, bytearray o, tuple args) except -1:
         cdef Py_ssize_t i
         cdef SPlan sp = self.sp
         w_raw(o, PyBytes_AS_STRING(self.header), PyBytes_GET_SIZE(self.header))
@@ -497,6 +500,7 @@ cdef class CallEncoder:
                 field_header(o, <int>sp.wts[i], <int>sp.fids[i])
                 write_val(<TPlan>sp.types[i], o, v)
         grow(o, 1)[0] = 0
+        return 0
 
 
 cdef class ReplyEncoder:
@@ -508,12 +512,16 @@ cdef class ReplyEncoder:
         self.prefix, self.success = prefix, success
 
     def __call__(self, bytearray o, int32_t seqid, value):
+        self.encode(o, seqid, value)
+
+    cdef int encode(self, bytearray o, int32_t seqid, value) except -1:
         w_raw(o, PyBytes_AS_STRING(self.prefix), PyBytes_GET_SIZE(self.prefix))
         put32(grow(o, 4), <uint32_t>seqid)
         if value is not None and self.success is not None:
             field_header(o, self.success.w, 0)
             write_val(self.success, o, value)
         grow(o, 1)[0] = 0
+        return 0
 
 
 cdef class ThrowEncoder:
@@ -669,7 +677,7 @@ cdef int readable(srv, c, int fd, dict table, int epfd, uint32_t rearm) except -
         return 0
     out = bytearray()
     enc = <ReplyEncoder>m.encode_reply
-    enc(out, seqid, value)
+    enc.encode(out, seqid, value)
     plen = PyByteArray_GET_SIZE(out)
     r = send(fd, PyByteArray_AS_STRING(out), plen, MSG_DONTWAIT | MSG_NOSIGNAL)
     if r < plen:
@@ -708,7 +716,7 @@ cdef class TcpMethod:
         cdef int fd = self.fd
         if kw or len(args) != self.nargs:
             args = self.positional(self.m, args, kw)
-        self.enc(o, *args)
+        self.enc.encode(o, args)
         d, k = PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o)
         while k:
             with nogil:
