@@ -29,6 +29,7 @@ import select
 import socket
 import sys
 import threading
+import time
 
 from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport import TTransportException
@@ -90,6 +91,7 @@ class ThriftServer:
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._table: dict[bytes, tuple] = {}
+        self._threads: list[threading.Thread] = []
 
     def start(self, handler) -> "ThriftServer":
         self.handler = handler
@@ -99,9 +101,11 @@ class ThriftServer:
         self._ep.register(self._wake_r, _EPOLLIN)  # level-triggered: wakes every loop at close
         self._ep.register(self.listener.fileno(), self._flags)
         loop = self._compiled_loop if _codec.compiled is not None else self._loop
-        for i in range(self.threads):
-            threading.Thread(target=loop, name=f"serve:{self.name}:{self.address[1]}:{i}",
-                             daemon=True).start()
+        self._threads = [threading.Thread(target=loop, daemon=True,
+                                          name=f"serve:{self.name}:{self.address[1]}:{i}")
+                         for i in range(self.threads)]
+        for t in self._threads:
+            t.start()
         return self
 
     # -- the loop ---------------------------------------------------------------------------
@@ -381,7 +385,12 @@ class ThriftServer:
         self._drop(c, e.reason)
         return False
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop serving: wake every loop, close the listener and every connection. Waits up to
+        `timeout` for the loops (a handler still running, e.g. stuck, is left to its daemon
+        thread, and then the loop's descriptors are left open for it). Idempotent."""
+        if self._closed:
+            return
         self._closed = True
         try:
             os.write(self._wake_w, b"x")
@@ -398,6 +407,19 @@ class ThriftServer:
                 c.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        deadline = time.monotonic() + timeout
+        others = [t for t in self._threads if t is not threading.current_thread()]
+        for t in others:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if len(others) < len(self._threads) or any(t.is_alive() for t in others):
+            return
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for c in conns:
+            c.sock.close()
+        self._ep.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     @property
     def n_connections(self) -> int:
