@@ -210,7 +210,35 @@ class ThriftServer:
             return self._drop(c)
         if n > 0:
             c.have += n
+            if c.framed is False and not c.pending and self._serve_one(c):
+                return
         self._after_read(c, n > 0)
+
+    def _serve_one(self, c: _Conn) -> bool:
+        """The common case, as the compiled loop serves it: the buffer holds exactly one whole
+        unframed call of a known method. False (nothing done) for anything else."""
+        b, have, lim = c.buf, c.have, self.limits.max_message_bytes
+        try:
+            name, mtype, seqid, q = read_header(b, 0, have, lim)
+            m, fn = self._table[name]
+            args, q = m.decode_args(b, q, have, lim)
+        except (Incomplete, WireError, KeyError):
+            return False  # _process parses it again and says what is wrong
+        if q != have or mtype != CALL:
+            return False
+        c.have = 0
+        try:
+            reply = self._call(m, fn, args, seqid)
+        except _Broken:
+            self._drop(c)
+            return True
+        if reply is not None:
+            self._send(c, reply)
+        if c.pending:
+            self._rearm(c, _EPOLLOUT | (_ONESHOT if self.threads > 1 else 0))
+        elif self.threads > 1:
+            self._rearm(c, self._flags)
+        return True
 
     def _after_read(self, c: _Conn, got: bool) -> None:
         """Serve what arrived, then wait for the socket again (for reading, or for writing while
