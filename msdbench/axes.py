@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+OTHER_HOST_DEPLOYMENTS = (5,)  # the client's domain on the host named by settings["client_host"]
+
+
 class PlanError(ValueError):
     """A cell that cannot be planned; the message names the field and what is allowed."""
 

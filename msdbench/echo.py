@@ -1,9 +1,8 @@
 """A raw Python TCP echo: the floor below which no Python service on sockets can go.
 
 Length-prefixed (4-byte big-endian length, then the payload); the whole message comes back.
-One thread per connection, one recv_into (usually) and one sendall per message. The benchmarks
-(`msdbench bench`, `python -m msdbench.transports.shm bench`) compare their paths with it in the
-same run.
+One thread per connection, one recv_into (usually) and one sendall per message. `msdbench bench`
+compares every binding's path with it in the same run.
 """
 
 from __future__ import annotations

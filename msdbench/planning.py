@@ -8,14 +8,14 @@ deploys (its services, its entry point, its isolations) comes from the suite reg
 from __future__ import annotations
 
 from msdbench import suites
-from msdbench.axes import Cell, PlanError, choose
+from msdbench.axes import OTHER_HOST_DEPLOYMENTS, Cell, PlanError, choose
 from msdbench.manifest import Domain, Edge, Manifest, Service
 from msdbench.suites.micro import contradiction as micro_contradiction  # noqa: F401 (its old home)
 
 SUITES = tuple(suites.SUITES)
 PLATFORMS = ("linux", "specialized")
 BACKENDS = ("process", "docker", "device")
-ISOLATIONS = {name: s.isolations for name, s in suites.SUITES.items()}
+ISOLATIONS = {name: s.isolations for name, s in suites.SUITES.items() if s.services}
 DEPLOYMENTS = {
     1: "client inside the entry service's domain",
     2: "client in its own domain, same host",
@@ -24,7 +24,6 @@ DEPLOYMENTS = {
     5: "client on another host, bare metal",
 }
 SUPPORTED_DEPLOYMENTS = (1, 2, 5)
-OTHER_HOST_DEPLOYMENTS = (5,)  # the client's domain on the host named by settings["client_host"]
 # On a board (the device backend) the client sits in the entry service's group (1), in a group of
 # its own (2), or on another node across the serial link (4).
 DEVICE_DEPLOYMENTS = (1, 2, 4)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import import_module
 from typing import Callable
 
-from msdbench.axes import Cell, PlanError
+from msdbench.axes import OTHER_HOST_DEPLOYMENTS, Cell, PlanError
 from msdbench.manifest import Manifest, Service
 
 # The columns of a latency suite's summary table, in this order (absent ones are left out).
@@ -56,8 +56,6 @@ def keys_as_text(config: dict) -> dict:
 def host_settings(config: dict, deployment: int) -> dict:
     """What a cell on another host adds to its settings: which host, and that host's entry (so a
     change to the host reruns exactly its cells). Empty for deployments on this machine."""
-    from msdbench.planning import OTHER_HOST_DEPLOYMENTS
-
     if deployment not in OTHER_HOST_DEPLOYMENTS:
         return {}
     placed = keys_as_text(config).get("deployments", {}).get(str(deployment)) or {}
