@@ -37,6 +37,8 @@ def _cells():
                     continue
                 if suites.get(suite).fixed.get("deployment", deployment) != deployment:
                     continue
+                if suites.get(suite).services is None:  # a suite over other suites' cells
+                    continue
                 yield suite, isolation, deployment
 
 
