@@ -28,9 +28,13 @@ def _bars(ax, df: pd.DataFrame, x_col: str, x_values: list, x_label) -> None:
     xs = np.arange(len(x_values))
     for i, (iso, dep) in enumerate(series):
         g = df[(df["isolation"] == iso) & (df["deployment"] == dep)].set_index(x_col)
-        means = [g["mean_us"].get(x, np.nan) for x in x_values]
-        sds = [g["sd_us"].get(x, np.nan) for x in x_values]
-        bars = ax.bar(xs + (i - (len(series) - 1) / 2) * width, means, width, yerr=sds,
+        means = np.array([g["mean_us"].get(x, np.nan) for x in x_values], dtype=float)
+        p50 = np.array([g["p50_us"].get(x, np.nan) for x in x_values], dtype=float)
+        p99 = np.array([g["p99_us"].get(x, np.nan) for x in x_values], dtype=float)
+        # A whisker from p50 to p99 around the mean (an sd bar would cross zero on a log axis).
+        yerr = [np.clip(means - np.minimum(p50, means), 0, None),
+                np.clip(np.maximum(p99, means) - means, 0, None)]
+        bars = ax.bar(xs + (i - (len(series) - 1) / 2) * width, means, width, yerr=yerr,
                       capsize=2, label=f"{iso}, d{dep}")
         for b, m in zip(bars, means):
             if np.isfinite(m):
@@ -39,7 +43,7 @@ def _bars(ax, df: pd.DataFrame, x_col: str, x_values: list, x_label) -> None:
                             textcoords="offset points")
     ax.set_xticks(xs, [x_label(x) for x in x_values])
     ax.set_yscale("log")
-    ax.set_ylabel("round trip (us): mean, bar = sd")
+    ax.set_ylabel("round trip (us): mean; whisker p50..p99")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, title="isolation, deployment", title_fontsize=8)
 
