@@ -267,3 +267,36 @@ def test_an_absent_serial_port_skips_the_cell_with_the_reason(tmp_path):
     assert result["status"] == "skipped"
     assert "/dev/ttyNOSUCH9" in result["reason"]
     assert json.loads(meta.read_text())["status"] == "skipped"
+
+
+def test_device_rows_reach_the_claims_and_the_ratios(tmp_path):
+    """The device table (micro and BEPS cells on a board) feeds the paper's device claims and the
+    device rows of the ratio table, and never the edge/cloud ones."""
+    from msdbench import claims
+    from msdbench.figures import ratios
+
+    def row(suite, iso, dep, mean, op, payload=None, backend="device", platform="specialized"):
+        return {"suite": suite, "platform": platform, "backend": backend, "isolation": iso,
+                "deployment": dep, "payload": payload, "op": op, "status": "ok", "n": 100,
+                "mean_us": mean, "p50_us": mean, "ci95_low_us": mean * 0.99,
+                "ci95_high_us": mean * 1.01, "board": "emulated board"}
+
+    device = pd.DataFrame([row("micro", "co-located", 1, 40.0, "poll", 0),
+                           row("micro", "isolated", 2, 800.0, "poll", 0)]
+                          + [row("beps", "co-located", d, m, op) for d, m in ((1, 100.0),
+                             (2, 200.0), (4, 26800.0)) for op in ("create_user", "publish")])
+    host = pd.DataFrame([row("micro", "co-located", 1, 10.0, "poll", 0, "process"),
+                         row("micro", "isolated", 2, 730.0, "poll", 0, "process")])
+    device.to_parquet(tmp_path / "device.parquet")
+    host.to_parquet(tmp_path / "micro.parquet")
+    out = claims.write(str(tmp_path / "claims.csv"),
+                       [str(tmp_path / "micro.parquet"), str(tmp_path / "device.parquet")])
+    verdict = out.set_index("claim")["ours_value"].to_dict()
+    assert verdict["micro-isolation-device"] == pytest.approx(20.0)
+    assert verdict["device-d2-vs-d1"] == pytest.approx(2.0)
+    assert verdict["device-d4-vs-d2"] == pytest.approx(134.0)
+    assert verdict["micro-isolation-specialized"] == pytest.approx(73.0)  # host rows only
+    r = ratios.write(str(tmp_path / "ratios.csv"), [str(tmp_path / "device.parquet")])
+    total = r[(r["comparison"] == "device-deployment") & (r["op"] == "all")]
+    assert total["ratio"].tolist() == [pytest.approx(134.0)]
+    assert set(r["backend"]) == {"device"}
