@@ -581,15 +581,38 @@ from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 
 def serve_loop(srv, int epfd, int lfd, int wake, int maxevents, dict table, uint32_t rearm):
     """thrift_tcp.ThriftServer._loop, compiled: epoll_wait without the GIL, then each ready
-    connection through `readable` (the common case in C) or the server's Python methods."""
+    connection through `readable` (the common call in C) or the server's Python methods. A reply
+    made by `readable` is sent in the same GIL-free stretch as the next epoll_wait (and, with
+    one-shot readiness, the re-arm): a caller in this process (a co-located service) waiting for
+    it gets the GIL at once instead of waiting for this thread to let go."""
     cdef epoll_event evs[64]
-    cdef int n, i, fd
+    cdef epoll_event ev
+    cdef int n, i, fd, out_fd = -1
     cdef dict conns = srv._conns
+    cdef object out = None, out_conn = None
+    cdef const char* op
+    cdef Py_ssize_t ol = 0
+    cdef ssize_t r = 0
     if maxevents > 64:
         maxevents = 64
     while True:
-        with nogil:
-            n = epoll_wait(epfd, evs, maxevents, -1)
+        if out is None:
+            with nogil:
+                n = epoll_wait(epfd, evs, maxevents, -1)
+        else:
+            op, ol = PyByteArray_AS_STRING(out), PyByteArray_GET_SIZE(out)
+            ev.events, ev.data.fd = rearm, out_fd
+            with nogil:
+                r = send(out_fd, op, ol, MSG_DONTWAIT | MSG_NOSIGNAL)
+                if r == ol:
+                    if rearm:
+                        epoll_ctl(epfd, EPOLL_CTL_MOD, out_fd, &ev)
+                    n = epoll_wait(epfd, evs, maxevents, -1)
+            if r != ol:  # the socket took part of it (or failed): the Python side goes on
+                srv._sent_partly(out_conn, out, r)
+                out = out_conn = None
+                continue
+            out = out_conn = None
         if n < 0:
             if errno == EINTR:
                 PyErr_CheckSignals()
@@ -605,19 +628,27 @@ def serve_loop(srv, int epfd, int lfd, int wake, int maxevents, dict table, uint
             c = conns.get(fd)
             if c is None:
                 continue
+            if out is not None:  # a second reply in this batch: send the first one now
+                srv._send(out_conn, out)
+                srv._after_read(out_conn, False)
+                out = out_conn = None
             try:
                 if evs[i].events & EPOLLOUT:
                     srv._writable(c)
                 else:
-                    readable(srv, c, fd, table, epfd, rearm)
+                    out = readable(srv, c, fd, table)
+                    if out is not None:
+                        out_conn, out_fd = c, fd
             except Exception as e:  # a bug here must not end the loop for everyone
+                out = out_conn = None
                 srv._drop(c, f"internal error: {type(e).__name__}: {e}")
 
 
-cdef int readable(srv, c, int fd, dict table, int epfd, uint32_t rearm) except -1:
+cdef object readable(srv, c, int fd, dict table):
     """One readable connection: recv; a whole strict unframed call of a known method with nothing
-    after it is served here (decode, handler, encode, send); anything else goes to the server's
-    Python `_after_read` (framing detection, partial and pipelined messages, errors)."""
+    after it is served here (decode, handler, encode: the reply is returned for the loop to
+    send); anything else goes to the server's Python `_after_read` (framing detection, partial
+    and pipelined messages, errors), and None is returned."""
     cdef bytearray buf = c.buf
     cdef Py_ssize_t have = c.have, cap = PyByteArray_GET_SIZE(buf), p, q, plen
     cdef ssize_t r
@@ -625,33 +656,32 @@ cdef int readable(srv, c, int fd, dict table, int epfd, uint32_t rearm) except -
     cdef int32_t n, seqid
     cdef StructDecoder dec
     cdef ReplyEncoder enc
-    cdef epoll_event ev
     # non-blocking, and the data is there: no point in releasing the GIL
     r = recv(fd, PyByteArray_AS_STRING(buf) + have, cap - have, MSG_DONTWAIT)
     if r == 0:
         srv._drop(c)
-        return 0
+        return None
     if r < 0:
         if errno == EAGAIN or errno == EINTR:
             srv._after_read(c, False)
         else:
             srv._drop(c)
-        return 0
+        return None
     have += r
     c.have = have
     s = <const uint8_t*>PyByteArray_AS_STRING(buf)
     if c.framed is not False or c.pending or have < 12 or s[0] != 0x80 or s[1] != 1 \
             or (s[3] != 1 and s[3] != 4):
         srv._after_read(c, True)
-        return 0
+        return None
     n = i32(s + 4)
     if n < 0 or n > 1024 or 12 + n > have:
         srv._after_read(c, True)
-        return 0
+        return None
     entry = table.get(PyBytes_FromStringAndSize(<const char*>s + 8, n))
     if entry is None or not isinstance(entry[0].decode_args, StructDecoder):
         srv._after_read(c, True)
-        return 0
+        return None
     m, fn = entry
     seqid = i32(s + 8 + n)
     p = 12 + n
@@ -660,10 +690,10 @@ cdef int readable(srv, c, int fd, dict table, int epfd, uint32_t rearm) except -
         args = read_struct(dec.sp, s, &p, have, srv.limits.max_message_bytes, 0)
     except Exception:  # incomplete, or a violation: the Python path says and does the rest
         srv._after_read(c, True)
-        return 0
+        return None
     if p != have:  # more after this call (pipelined): the Python path serves them in order
         srv._after_read(c, True)
-        return 0
+        return None
     c.have = 0
     if len(buf) > 65536:
         srv._make_room(c, 0, 0)
@@ -671,23 +701,14 @@ cdef int readable(srv, c, int fd, dict table, int epfd, uint32_t rearm) except -
         value = fn(*args)
     except Exception as e:
         srv._handler_failed(c, m, seqid, e)
-        return 0
+        return None
     if m.oneway:
         srv._after_read(c, False)
-        return 0
+        return None
     out = bytearray()
     enc = <ReplyEncoder>m.encode_reply
     enc.encode(out, seqid, value)
-    plen = PyByteArray_GET_SIZE(out)
-    r = send(fd, PyByteArray_AS_STRING(out), plen, MSG_DONTWAIT | MSG_NOSIGNAL)
-    if r < plen:
-        c.pending = bytes(out[r if r > 0 else 0:])
-        srv._after_read(c, False)
-    elif rearm:  # one-shot readiness (several serving threads): wait for this socket again
-        ev.events = rearm
-        ev.data.fd = fd
-        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
-    return 0
+    return out
 
 
 cdef class TcpMethod:
@@ -714,31 +735,39 @@ cdef class TcpMethod:
         cdef const char* d
         cdef char* bp
         cdef int fd = self.fd
+        cdef bint oneway = self.oneway
         if kw or len(args) != self.nargs:
             args = self.positional(self.m, args, kw)
         self.enc.encode(o, args)
         d, k = PyByteArray_AS_STRING(o), PyByteArray_GET_SIZE(o)
-        while k:
-            with nogil:
+        buf = self.state[0]
+        cap = PyByteArray_GET_SIZE(buf)
+        bp = PyByteArray_AS_STRING(buf)
+        # Send, then wait for the reply, without taking the GIL in between: a callee in this
+        # process (a co-located service) gets the GIL at once instead of waiting for us.
+        with nogil:
+            while k:
                 r = send(fd, d, k, MSG_NOSIGNAL)
-            if r < 0:
-                if errno == EINTR:
-                    PyErr_CheckSignals()
-                    continue
-                PyErr_SetFromErrno(OSError)
-            d += r
-            k -= r
+                if r < 0:
+                    if errno == EINTR:
+                        continue
+                    break
+                d += r
+                k -= r
+            if not k and not oneway:
+                r = recv(fd, bp, cap, 0)
+        if k:
+            PyErr_SetFromErrno(OSError)
         if self.oneway:
             return None
-        buf = self.state[0]
         while True:
-            cap = PyByteArray_GET_SIZE(buf)
-            bp = PyByteArray_AS_STRING(buf) + have
-            with nogil:
-                r = recv(fd, bp, cap - have, 0)
             if r < 0:
                 if errno == EINTR:
                     PyErr_CheckSignals()
+                    cap = PyByteArray_GET_SIZE(buf)
+                    bp = PyByteArray_AS_STRING(buf) + have
+                    with nogil:
+                        r = recv(fd, bp, cap - have, 0)
                     continue
                 PyErr_SetFromErrno(OSError)
             if r == 0:
@@ -762,3 +791,7 @@ cdef class TcpMethod:
                     nb[:have] = buf[:have]
                     buf = nb
                     self.state[0] = buf
+            cap = PyByteArray_GET_SIZE(buf)
+            bp = PyByteArray_AS_STRING(buf) + have
+            with nogil:
+                r = recv(fd, bp, cap - have, 0)

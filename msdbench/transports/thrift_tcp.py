@@ -370,6 +370,12 @@ class ThriftServer:
             raise _Broken() from e
         return None if m.oneway else self.codec.error_reply(m, seqid, e)
 
+    def _sent_partly(self, c: _Conn, data: bytearray, n: int) -> None:
+        """The compiled loop's send took `n` bytes of a reply (n < 0: none, or the socket failed):
+        the rest waits until the socket takes it (or says it is broken)."""
+        c.pending = bytes(data[max(n, 0):])
+        self._after_read(c, False)
+
     def _handler_failed(self, c: _Conn, m, seqid: int, e: Exception) -> None:
         """The compiled fast path's handler raised `e`: answer as `_call` would, or drop."""
         try:
