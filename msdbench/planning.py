@@ -27,6 +27,7 @@ SUPPORTED_DEPLOYMENTS = (1, 2, 5)
 # On a board (the device backend) the client sits in the entry service's group (1), in a group of
 # its own (2), or on another node across the serial link (4).
 DEVICE_DEPLOYMENTS = (1, 2, 4)
+LINK_KEYS = ("link_rate_bps", "call_deadline_s", "retry_s")  # device settings of the link
 PINNINGS = {
     "same-core": "every domain and the client on CPU 0 (the original's one-vCPU runs)",
     "split": "the client on CPU 0, every server domain on CPU 1",
@@ -179,10 +180,14 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
              for a, b in edges_of]
 
     settings["pinning"] = pinning
-    if device:  # how to reach the board: cell.record hands these to the backend
-        settings["backend_options"] = {"board": settings.get("device") or {}}
     hosts = {"local": dict((settings.get("hosts") or {}).get("local") or {"kind": "local"})}
     if chost != "local":
         hosts[chost] = dict(chost_spec)
+    if device:  # the board is a host (kind board); the link's settings go to the backend
+        from msdbench.hosts.board import BoardHost
+
+        d = settings.get("device") or {}
+        hosts["board"] = {"kind": "board"} | {k: d[k] for k in BoardHost.FIELDS if k in d}
+        settings["backend_options"] = {"link": {k: d[k] for k in LINK_KEYS if k in d}}
     return Manifest(cell.suite, cell.platform, cell.isolation, cell.deployment, cell.backend,
                     domains, services, edges, "client", settings, hosts)

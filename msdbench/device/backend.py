@@ -1,6 +1,7 @@
 """The device backend: a manifest's domains as groups of services on one MicroPython board.
 
-Bring-up: start the board (boards.py) with the board program running, put the link relay in
+Bring-up: bring the board host up (msdbench/hosts/board.py: the board started with the board
+program running, boards.py), put the link relay in
 front of it where the client sits across a link (deployment 4: paced at the radio's rate), open
 the link (hostlink.py), wait for the board's hello, and send the plan: which service is in which
 group. The client runs on the board (deployments 1, 2: timed with the board's `ticks_us`) or on
@@ -23,19 +24,18 @@ from pathlib import Path
 from msdbench.backends.base import BackendError
 from msdbench.device import boards, hostlink
 from msdbench.device.relay import READY_LINE
+from msdbench.hosts import make_host
 from msdbench.manifest import Manifest
 
 HELLO_TIMEOUT_S = 30.0
-DEFAULTS = {"board": "emulated", "port": None, "icount": 4, "icount_align": True,
-            "link_rate_bps": 250000,
-            "call_deadline_s": 10.0, "retry_s": 1.0, "source": None}
+LINK_DEFAULTS = {"link_rate_bps": 250000, "call_deadline_s": 10.0, "retry_s": 1.0}
 
 
 class DeviceBackend:
     name = "device"
 
-    def __init__(self, workdir=None, board: dict | None = None, faults: dict | None = None, **_):
-        self.settings = DEFAULTS | (board or {})
+    def __init__(self, workdir=None, link: dict | None = None, faults: dict | None = None, **_):
+        self.settings = LINK_DEFAULTS | (link or {})
         self.link_faults = faults or {}   # test-only: relay fault injection (relay.py)
         self._tmp = None
         if workdir is None:
@@ -43,11 +43,7 @@ class DeviceBackend:
             workdir = self._tmp
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.board = boards.make_board(self.settings, self.workdir)
         self.info: dict = {}
-
-    def unavailable_reason(self) -> str | None:
-        return self.board.unavailable_reason()
 
     def describe(self) -> dict:
         return {"backend": "device", **self.info}
@@ -80,7 +76,11 @@ class DeviceDeployment:
     def __init__(self, backend: DeviceBackend, manifest: Manifest):
         self.backend = backend
         self.manifest = manifest
-        self.board = backend.board
+        if "board" not in (manifest.hosts or {}):
+            raise BackendError("the device backend needs a `board` host in the manifest (planning "
+                               "puts one there for every device cell)")
+        self.host = make_host("board", manifest.hosts["board"])
+        self.board = None
         self.relay: subprocess.Popen | None = None
         self.link: hostlink.SerialLink | None = None
         self.control = None
@@ -95,7 +95,9 @@ class DeviceDeployment:
 
     def start(self) -> None:
         s = self.backend.settings
-        port = self.board.start()
+        self.host.up()   # HostUnavailable (no port, no emulator): the cell is skipped, saying why
+        self.board, port = self.host.board, self.host.address
+        self.manifest.hosts["board"] = dict(self.host.spec, address=port)
         rate = 0 if self.client_on_board else s["link_rate_bps"]
         if rate or self.backend.link_faults:
             port = self._start_relay(port, rate)
@@ -244,5 +246,5 @@ class DeviceDeployment:
             if self.relay is not None and self.relay.stdout:
                 self.relay.stdout.close()
             self.relay = None
-            self.board.stop()
+            self.host.down()
             self.backend.close()

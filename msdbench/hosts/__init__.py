@@ -8,6 +8,8 @@ A backend says what realises a domain (an OS process, a container); a host kind 
           optionally rate-shaped with tbf (see msdbench/hosts/netns.py)
   ssh     a real remote host, ``ssh://user@host[:port]``; msdbench must be installed there in the
           same version (checked at bring-up; see msdbench/hosts/ssh.py)
+  board   a MicroPython board (real or emulated): the device backend's groups run there
+          (msdbench/hosts/board.py)
 
 backend x host kind is a matrix, not a list of special cases: the process backend asks the host
 for the command line that runs a Python module there (`command`) and for the address its domains
@@ -96,11 +98,12 @@ class Host:
 
 
 def _kinds() -> dict[str, type[Host]]:
+    from msdbench.hosts.board import BoardHost
     from msdbench.hosts.local import LocalHost
     from msdbench.hosts.netns import NetnsHost
     from msdbench.hosts.ssh import SshHost
 
-    return {k.kind: k for k in (LocalHost, NetnsHost, SshHost)}
+    return {k.kind: k for k in (LocalHost, NetnsHost, SshHost, BoardHost)}
 
 
 KINDS: dict[str, type[Host]] = {}
