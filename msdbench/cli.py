@@ -40,7 +40,7 @@ def _print_lines(suite: str, meta_path) -> None:
 
 def cmd_run(a) -> int:
     from msdbench.cell import run_cell
-    from msdbench.config import ConfigError, cell_settings, load, suite_settings
+    from msdbench.config import ConfigError, cell_settings, load
 
     device = a.backend == "device"
     config = load(a.config or ("config/device.yaml" if device else "config/config.yaml"))
@@ -50,7 +50,7 @@ def cmd_run(a) -> int:
         if not config.get("device"):
             raise ConfigError(f"{a.config}: --backend device needs a `device` section "
                               "(see config/device.yaml)")
-        settings = suite_settings(config, "device", suite=a.suite)
+        settings = suites.get("device").settings(config, a.suite)  # a board cell of a.suite
         for key in ("board", "port"):
             if getattr(a, key, None):
                 settings["device"][key] = getattr(a, key)

@@ -300,3 +300,19 @@ def test_device_rows_reach_the_claims_and_the_ratios(tmp_path):
     total = r[(r["comparison"] == "device-deployment") & (r["op"] == "all")]
     assert total["ratio"].tolist() == [pytest.approx(134.0)]
     assert set(r["backend"]) == {"device"}
+
+
+def test_one_board_cell_by_hand(tmp_path, built, no_device_leftovers):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "msdbench", "run", "beps", "--backend", "device",
+                        "--platform", "specialized", "--isolation", "tiered", "--deployment", "2",
+                        "--board", "unix", "--config", str(ROOT / "config/device.yaml"),
+                        "--out", str(tmp_path)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "cell.json").read_text())["status"] == "ok"
+    r = subprocess.run([sys.executable, "-m", "msdbench", "run", "micro", "--backend", "device",
+                        "--platform", "linux", "--isolation", "co-located", "--deployment", "1",
+                        "--config", str(ROOT / "config/device.yaml")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot run on a board" in r.stderr
