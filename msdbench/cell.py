@@ -26,17 +26,35 @@ from msdbench.results import atomic_write_json, atomic_write_parquet, samples_fr
 STATUS_OK, STATUS_FAILED_CHECK, STATUS_SKIPPED = "ok", "failed-check", "skipped"
 
 
+class Interrupts:
+    """The signal that asked the cell to stop, kept: Python drops an exception raised where it
+    cannot propagate (e.g. in the at-fork hooks that run while a domain is started), so a cell
+    also checks between its phases."""
+
+    def __init__(self):
+        self.pending: str | None = None
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt(f"signal {self.pending}")
+
+
 @contextmanager
 def interrupts_unwind():
-    """SIGTERM (what Snakemake and CI send) unwinds like Ctrl-C, so teardown always runs."""
-    def raise_interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    """SIGTERM (what Snakemake and CI send) and SIGINT unwind as KeyboardInterrupt, so teardown
+    always runs; yields the Interrupts to check between phases."""
+    state = Interrupts()
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    def raise_interrupt(signum, frame):
+        state.pending = signal.Signals(signum).name
+        state.check()
+
+    previous = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def driver_spec(m: Manifest) -> dict:
@@ -72,17 +90,20 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["start_ns"] = time.time_ns()
     t0 = time.monotonic()
-    with interrupts_unwind():
+    with interrupts_unwind() as interrupts:
         try:
             dep = backend.up(manifest)
         except HostUnavailable as e:  # an unreachable host: skipped with the reason, as docker
             return skipped(str(e))
         with dep:
+            interrupts.check()
             meta["bring_up_s"] = round(time.monotonic() - t0, 3)
             meta["placement"] = dep.placement()
             meta["backend_info"] = backend.describe()
             meta["manifest"] = dep.manifest.to_dict()
             raw = measure(dep, meta)
+            interrupts.check()
+        interrupts.check()  # also a signal that came during teardown: then nothing is written
         if getattr(dep, "hosts", None) is not None:  # after teardown: with the time it took
             meta["hosts"] = dep.hosts.facts()
         meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

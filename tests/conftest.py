@@ -14,6 +14,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Tiers that must run, not skip: MSDBENCH_REQUIRE=docker[,mark...] (CI sets it; .ci/run), or
+# MSDBENCH_REQUIRE_DOCKER=1. A test with such a mark that skips (no engine, a missing package, ...)
+# fails instead, with the skip's reason, so a green run means the tier really ran.
+REQUIRED = {m for m in os.environ.get("MSDBENCH_REQUIRE", "").replace(" ", "").split(",") if m}
+if os.environ.get("MSDBENCH_REQUIRE_DOCKER", "") not in ("", "0"):
+    REQUIRED.add("docker")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # whatever talks to the engine is a docker test, marked or not
+        if "engine" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    marks = {m.name for m in item.iter_markers()} & REQUIRED
+    if rep.skipped and marks and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (f"skipped, but MSDBENCH_REQUIRE asks for the {', '.join(sorted(marks))} "
+                        f"tier to run: {reason}")
+
 
 def domain_processes() -> list[psutil.Process]:
     """msdbench domain processes started by this test session (children of this process)."""

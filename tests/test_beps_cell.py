@@ -75,3 +75,27 @@ def test_round_robin_and_errors_through_real_domains(no_leftovers):
         lb.publish("user000001", "hello")
         assert [msg.text for msg in lb.get_feed("user000002")] == ["hello"]
         lb.close()
+
+
+# The paper's fan-out: 21 active users who each follow the 20 others, so every publish updates 20
+# feeds (the paper: 500 active users x 20 follows).
+FANOUT = {"users": 40, "active_users": 21, "follows_per_user": 20, "publishes_per_user": 2}
+
+
+@pytest.mark.parametrize("isolation", ["tiered", "isolated"])
+def test_paper_fan_out_every_feed_gets_every_update(no_leftovers, isolation):
+    m = plan(Cell("beps", "linux", "process", isolation, 2), {"workers": 5, "workload": FANOUT})
+    with ProcessBackend().up(m) as dep:
+        r = dep.run_driver({"driver": "beps", "workload": FANOUT, "deadline_s": 300})
+        assert r["correct"], r["problems"]
+        publishes = 21 * 2
+        # every publisher has 20 followers, and each follower's feed got one update per message
+        assert dep.counters("reader")["calls"]["update_feed"] == publishes * 20
+        assert dep.counters("lb")["calls"]["publish"] == publishes
+        # one update lost out of 840: the feeds check names the follower that lacks it
+        dep.set_fault("reader", "drop_feed_update", 1)
+        r = dep.run_driver({"driver": "beps", "workload": FANOUT, "deadline_s": 300})
+        assert not r["correct"], "a lost feed update passed the check"
+        lacks = [x for x in r["problems"] if "lacks" in x]
+        assert len(lacks) == 1 and "lacks 1 of 40 messages" in lacks[0], r["problems"]
+        assert any("feed_entries=839" in x for x in r["problems"]), r["problems"]

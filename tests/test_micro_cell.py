@@ -62,6 +62,26 @@ def test_cell_samples_and_metadata(tmp_path, no_leftovers, isolation, deployment
     assert int(edge["address"].split(":")[1]) > 0
 
 
+def test_pinning_none_leaves_every_domain_to_the_scheduler(tmp_path, no_leftovers):
+    """`pinning: none`: no domain is pinned, and the record says so (each domain's affinity is
+    every CPU it may use), whatever the harness itself runs on."""
+    m = plan(Cell("micro", "linux", "process", "isolated", 2, 0),
+             {"requests": 50, "warmup": 0, "pinning": "none"})
+    assert all(d.cpus is None for d in m.domains)
+    run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json")
+    meta = json.loads((tmp_path / "c.json").read_text())
+    assert meta["settings"]["pinning"] == "none"
+    free = sorted(os.sched_getaffinity(0))
+    assert {n: p["affinity"] for n, p in meta["placement"].items()} == {
+        "poll": free, "client": free, "client_driver": free}
+    # the same cell pinned records one CPU: the field reports what was in effect, not a default
+    pinned = plan(Cell("micro", "linux", "process", "isolated", 2, 0),
+                  {"requests": 50, "warmup": 0, "pinning": "same-core"})
+    run_cell(pinned, tmp_path / "p.parquet", tmp_path / "p.json")
+    placement = json.loads((tmp_path / "p.json").read_text())["placement"]
+    assert {p["affinity"] == [0] for p in placement.values()} == {True}
+
+
 @pytest.mark.parametrize("platform", ["linux", "specialized"])
 def test_stuck_service_is_ended_by_the_deadline(no_leftovers, platform):
     """Alive but stuck (no transport can tell): the cell deadline cuts the link (TCP or shm)."""

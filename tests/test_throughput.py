@@ -209,21 +209,61 @@ def test_short_sweep_and_a_dropped_create_is_caught(tmp_path, no_leftovers):
 
 
 def test_open_loop_sweep(tmp_path, no_leftovers):
-    m = manifest("tiered", mode="open", open_clients=2, rates=[200, 400], open_duration_s=0.5)
+    """Two offered rates; during the second, the server side is frozen (SIGSTOP) for ~300 ms.
+    Every request whose intended send time fell inside the stall must have a latency that runs
+    to the stall's end at least: latency is timed from the intended send time, so a client held
+    up by the backlog cannot hide it (no coordinated omission)."""
+    stall = {}
+
+    def freeze(dep, point):
+        if point["index"] != 1:
+            return
+        pid = dep.placement()[dep.manifest.service("lb").domain]["pid"]
+        base = dep.counters("lb")["calls"]["create_user"]
+
+        def run():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the timed phase is under way (warm-up: 2 x 5)
+                if dep.counters("lb")["calls"]["create_user"] - base >= 10 + 40:
+                    break
+                time.sleep(0.01)
+            os.kill(pid, signal.SIGSTOP)
+            stall["from_ns"] = time.monotonic_ns()  # the server side answers nothing from here
+            time.sleep(0.3)
+            stall["to_ns"] = time.monotonic_ns()    # ... to at least here
+            os.kill(pid, signal.SIGCONT)
+
+        stall["thread"] = threading.Thread(target=run, daemon=True)
+        stall["thread"].start()
+
+    m = manifest("tiered", mode="open", open_clients=2, rates=[200, 400], open_duration_s=1.0)
     meta = run_sweep(m, tmp_path / "o.parquet", tmp_path / "o.json", workdir=tmp_path / "w",
-                     log=lambda _: None)
+                     on_point=freeze, log=lambda _: None)
+    stall["thread"].join(10)
+    assert "to_ns" in stall, "the stall never happened"
     assert [p["status"] for p in meta["points"]] == [STATUS_OK, STATUS_OK]
     for p, rate in zip(meta["points"], (200, 400)):
         assert p["offered_rps"] == rate and p["clients"] == 2
-        assert p["completed"] == 2 * 2 * round(rate / 2 * 0.5 / 2)  # 2 clients, pairs
-        assert 0.5 * rate < p["rps"] < 1.5 * rate
+        assert p["completed"] == 2 * 2 * round(rate / 2 * 1.0 / 2)  # 2 clients, pairs
         assert p["latency"]["n"] == p["completed"]
-        assert p["service_latency"]["p50_us"] <= p["latency"]["p50_us"] + 1
     raw = pd.read_parquet(tmp_path / "o.parquet")
     timed = raw[~raw["warmup"]]
     # intended send times are on the schedule: one client's are 1/rate apart
     one = timed[(timed["point"] == 0) & (timed["client"] == 0)]["intended_ns"].diff().dropna()
     assert abs(one.median() - 1e9 / 100) < 1e3
+    # the stalled point: requests due inside the stall
+    p1 = timed[timed["point"] == 1]
+    due = meta["points"][1]["start_ns"] + p1["intended_ns"]
+    inside = p1[(due >= stall["from_ns"]) & (due < stall["to_ns"])]
+    due_inside = due[inside.index]
+    assert len(inside) >= 0.2 * 400 * 0.5, "the stall fell outside the timed phase"
+    assert (inside["latency_ns"] >= stall["to_ns"] - due_inside).all(), \
+        (inside["latency_ns"] - (stall["to_ns"] - due_inside)).min()
+    # most of them went out only after the stall, late: their service time alone is short
+    late = inside[inside["send_ns"] + meta["points"][1]["start_ns"] >= stall["to_ns"]]
+    assert len(late) >= len(inside) - 2, "one call in flight per client at most"
+    assert (late["service_ns"] < late["latency_ns"]).all()
+    assert meta["points"][1]["latency"]["max_us"] >= (stall["to_ns"] - due_inside.min()) / 1e3
     assert_all_ended(meta)
 
 

@@ -180,6 +180,7 @@ def run_point(dep: Deployment, st, index: int, clients: int,
                      "workers": r.get("worker_pids", [])}
     point["window_s"] = round(window, 3)
     point["ready_s"] = r.get("ready_s")
+    point["start_ns"] = r.get("start_ns")  # the clients' common start (CLOCK_MONOTONIC): raw offsets count from it
     numbers, frames = _point_numbers(r, st.mode)
     point.update(numbers)
     calls = numbers["completed"] + sum(c["warmup"]["creates_ok"] + c["warmup"]["deletes_ok"]
