@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -471,17 +472,17 @@ PODMAN_PARTS = {"podman": "podman", "/usr/libexec/podman/catatonit": "catatonit"
                 "/usr/bin/fuse-overlayfs": "fuse-overlayfs"}
 
 
-@pytest.fixture
-def podman(tmp_path, image):
+@contextmanager
+def podman_service(tmp_path, root: Path, private: bool = False):
     """`podman system service` on a socket of its own, configured as these machines need (runc,
-    cgroupfs, netavark for name resolution, explicit ulimits), storage kept in the msdbench cache so
-    the image is loaded (docker save | podman load) once."""
+    cgroupfs, netavark for name resolution, explicit ulimits), its storage under `root`; yields
+    the engine URL and the environment podman commands need to see the same storage. A private
+    storage is removed afterwards (podman leaves its overlay directory mounted)."""
     missing = [pkg for path, pkg in PODMAN_PARTS.items() if not (shutil.which(path) or Path(path).exists())]
     if missing:
         pytest.skip(f"podman test needs: apt-get install {' '.join(missing)}")
     if os.geteuid() != 0:
         pytest.skip("rootful podman: needs root")
-    root = Path(os.environ.get("MSDBENCH_CACHE") or Path.home() / ".cache/msdbench") / "podman"
     (root / "networks").mkdir(parents=True, exist_ok=True)
     (tmp_path / "containers.conf").write_text(textwrap.dedent(f"""\
         [containers]
@@ -490,6 +491,7 @@ def podman(tmp_path, image):
         runtime = "runc"
         cgroup_manager = "cgroupfs"
         events_logger = "file"
+        tmp_dir = "{root}/libpod-tmp"
         [network]
         network_backend = "netavark"
         network_config_dir = "{root}/networks"
@@ -512,16 +514,30 @@ def podman(tmp_path, image):
         while not sock.exists():
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "podman.log").read_text()
             time.sleep(0.1)
+        yield f"unix://{sock}", env
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if private:
+            overlay = str(root / "graph/overlay")  # a bind mount: os.path.ismount cannot tell
+            if any(line.split()[1] == overlay for line in Path("/proc/self/mounts").read_text().splitlines()):
+                subprocess.run(["umount", overlay], check=True)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def podman(tmp_path, image):
+    """A podman engine with the service image loaded (docker save | podman load), its storage kept
+    in the msdbench cache so the image is loaded once."""
+    root = Path(os.environ.get("MSDBENCH_CACHE") or Path.home() / ".cache/msdbench") / "podman"
+    with podman_service(tmp_path, root) as (url, env):
         tag = f"localhost/{image['tag']}"
         have = subprocess.run(["podman", "image", "exists", tag], env=env)
         if have.returncode != 0:
             save = subprocess.Popen(["docker", "save", image["tag"]], stdout=subprocess.PIPE)
             subprocess.run(["podman", "load"], stdin=save.stdout, env=env, check=True, capture_output=True)
             assert save.wait() == 0
-        yield {"url": f"unix://{sock}", "image": tag}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        yield {"url": url, "image": tag}
 
 
 @pytest.mark.docker
@@ -540,3 +556,68 @@ def test_podman_engine(tmp_path, podman):
         assert DockerBackend(docker_host=podman["url"]).unavailable_reason() is None
     finally:
         client.close()
+
+
+@pytest.mark.docker
+def test_clean_all_on_an_engine_of_its_own(tmp_path):
+    """`msdbench clean` and `clean --all` against a podman engine this test starts with empty
+    storage of its own, so `--all` can only ever meet what the test made: a live run (owned by
+    this test process), a crashed run (its owner is dead), another machine's run, and one
+    container that is not msdbench's at all."""
+    import io
+    import tarfile
+
+    from msdbench.backends.docker import LABEL, OWNER_LABEL, RUN_LABEL, _owner
+
+    with podman_service(tmp_path, tmp_path / "storage", private=True) as (url, env):
+        tar = io.BytesIO()
+        with tarfile.open(fileobj=tar, mode="w") as t:  # a one-file image: enough to create from
+            info = tarfile.TarInfo("marker")
+            t.addfile(info, io.BytesIO(b""))
+        subprocess.run(["podman", "import", "-", "localhost/msdbench-clean-probe"], input=tar.getvalue(),
+                       env=env, check=True, capture_output=True)
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        owners = {"live": _owner(), "crashed": f"{socket.gethostname()}:{dead.pid}:1",
+                  "foreign": "elsewhere:1234:1"}
+        client = di.connect(url)
+        try:
+            for run, owner in owners.items():
+                labels = {LABEL: "1", RUN_LABEL: f"probe-{run}", OWNER_LABEL: owner}
+                client.networks.create(f"msdbench-probe-{run}", labels=labels)
+                client.volumes.create(f"msdbench-probe-{run}", labels=labels)
+                client.containers.create("localhost/msdbench-clean-probe", ["/marker"],
+                                         name=f"msdbench-probe-{run}-server", labels=labels)
+            client.containers.create("localhost/msdbench-clean-probe", ["/marker"], name="not-ours")
+
+            def clean(*args):
+                r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--docker-host", url, *args],
+                                   cwd=ROOT, capture_output=True, text=True, timeout=120)
+                assert r.returncode == 0, r.stderr
+                return r.stdout
+
+            def runs_left():
+                return sorted({_labels_of_any(o).get(RUN_LABEL) for kind in ("containers", "networks", "volumes")
+                               for o in getattr(client, kind).list(**({"all": True} if kind == "containers" else {}))
+                               if _labels_of_any(o).get(RUN_LABEL)})
+
+            out = clean()
+            assert "removed run probe-crashed" in out and "kept    run probe-live" in out
+            assert "kept    run probe-foreign" in out
+            assert runs_left() == ["probe-foreign", "probe-live"]
+            out = clean("--all", "--dry-run")
+            assert "would remove run probe-live" in out and "would remove run probe-foreign" in out
+            assert runs_left() == ["probe-foreign", "probe-live"]
+            out = clean("--all")
+            assert "removed run probe-live" in out and "removed run probe-foreign" in out
+            assert runs_left() == []
+            assert [c.name for c in client.containers.list(all=True)] == ["not-ours"]
+            assert "no msdbench containers" in clean("--all")
+        finally:
+            client.close()
+
+
+def _labels_of_any(obj) -> dict:
+    from msdbench.backends.docker import _labels_of
+
+    return _labels_of(obj) or {}
