@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from msdbench.aggregate import table
+from msdbench.records import CellRecord
 from msdbench.results import summarize
 
 US = 1000  # ns
@@ -47,11 +48,12 @@ def write_cell(d, name, cell, status, ops, warmup_ns=10**9, problems=()):
         frames.append(pd.DataFrame({"op": op, "seq": np.arange(len(e2e)),
                                     "warmup": np.arange(len(e2e)) < 2, "e2e_ns": e2e}))
     pd.concat(frames).to_parquet(d / f"{name}.parquet", index=False)
-    meta = {"cell": cell, "settings": {"pinning": "same-core", "payload": cell.get("payload"),
-                                       "payload_mode": "binary"},
-            "status": status, "driver": {"problems": list(problems), "wire_bytes": cell.get("payload")},
-            "config_hash": "x", "environment": {"git_revision": "r"}}
-    (d / f"{name}.json").write_text(json.dumps(meta))
+    cell = dict(cell)
+    payload = cell.pop("payload", None)  # a setting of the cell, not part of its identity
+    record = CellRecord(cell=cell, status=status, config_hash="x", environment={"git_revision": "r"},
+                        settings={"pinning": "same-core", "payload": payload, "payload_mode": "binary"},
+                        driver={"problems": list(problems), "wire_bytes": payload})
+    (d / f"{name}.json").write_text(json.dumps(record.dump()))
     return d / f"{name}.json"
 
 
@@ -66,10 +68,10 @@ def test_table_rows_are_the_cells_measured_calls(tmp_path):
              write_cell(tmp_path, "b", micro("co-located", 1, 0), "ok", {"poll": [5, 5, 5]})]
     beps = {"suite": "beps", "platform": "linux", "backend": "process", "isolation": "tiered",
             "deployment": 2}
-    metas.append(write_cell(tmp_path, "c", beps, "failed-check",
-                            {"create_user": [10, 30], "publish": [100, 200, 300]},
-                            problems=["feed of u1 lacks 1 message"]))
-    t = table(metas).set_index(["isolation", "op"])
+    beps_meta = write_cell(tmp_path, "c", beps, "failed-check",
+                           {"create_user": [10, 30], "publish": [100, 200, 300]},
+                           problems=["feed of u1 lacks 1 message"])
+    t = pd.concat([table("micro", metas), table("beps", [beps_meta])]).set_index(["isolation", "op"])
     a = t.loc[("isolated", "poll")]
     assert (a["n"], a["mean_us"], a["min_us"], a["max_us"], a["p50_us"]) == (4, 2.5, 1.0, 4.0, 2.5)
     assert a["sd_us"] == pytest.approx(math.sqrt(5 / 3), abs=1e-3)
@@ -97,7 +99,7 @@ def test_failed_check_cells_are_kept_out_of_the_micro_figure(tmp_path, monkeypat
     metas.append(write_cell(tmp_path, "c64", micro("co-located", 1, 64), "failed-check",
                             {"poll": [777, 777]}))
     figs = captured(monkeypatch, fig_micro)
-    fig_micro.plot(table(metas), "x.png", "x.pdf")
+    fig_micro.plot(table("micro", metas), "x.png", "x.pdf")
     (fig,) = figs
     plotted = np.concatenate([line.get_ydata() for ax in fig.axes for line in ax.get_lines()])
     assert 40.0 in plotted and 20.0 in plotted
@@ -115,7 +117,7 @@ def test_failed_check_cells_are_kept_out_of_the_beps_figure(tmp_path, monkeypatc
     metas = [write_cell(tmp_path, "t", cell("tiered"), "ok", {"create_user": [50, 50]}),
              write_cell(tmp_path, "i", cell("isolated"), "failed-check", {"create_user": [900, 900]})]
     figs = captured(monkeypatch, fig_beps)
-    fig_beps.plot(table(metas), "x.png", "x.pdf")
+    fig_beps.plot(table("beps", metas), "x.png", "x.pdf")
     (fig,) = figs
     heights = [p.get_height() for ax in fig.axes for p in ax.patches]
     assert 50.0 in heights and 900.0 not in heights
