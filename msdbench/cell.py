@@ -4,6 +4,9 @@ Writes two files: the raw samples (Parquet, a row per call) and the metadata (JS
 written atomically and only after the measurement succeeded, so a failed or interrupted cell
 leaves nothing that Snakemake would take as done. A cell that ran but failed its correctness
 check, or was skipped for a stated reason, is recorded as such (never as a good result).
+A cell during which a service died or stopped answering is recorded as `failed`, naming the
+domain, how it ended and the tail of its log, and then raises CellFailed: the command exits
+non-zero, so Snakemake removes both files and runs the cell again next time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import pandas as pd
 
 from msdbench import suites
 from msdbench.backends import make_backend
+from msdbench.backends.base import BackendError
+from msdbench.culprits import culprits_report, culprits_summary
 from msdbench.hosts import HostUnavailable
 from msdbench.manifest import Manifest
 from msdbench.metadata import config_hash, environment
@@ -24,6 +29,11 @@ from msdbench.records import CellRecord
 from msdbench.results import atomic_write_json, atomic_write_parquet, samples_frame
 
 STATUS_OK, STATUS_FAILED_CHECK, STATUS_SKIPPED = "ok", "failed-check", "skipped"
+STATUS_FAILED = "failed"  # a service died or stopped answering: no result
+
+
+class CellFailed(BackendError):
+    """A service died or stopped answering during the cell (its record names it)."""
 
 
 class Interrupts:
@@ -109,7 +119,12 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
         meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta["end_ns"] = time.time_ns()
         meta["wall_s"] = round(time.monotonic() - t0, 3)
-        return write_pair(raw_path, raw, meta_path, meta)
+        written = write_pair(raw_path, raw, meta_path, meta)
+    if written["status"] == STATUS_FAILED:
+        c = written["cell"]
+        raise CellFailed(f"cell {c['suite']} {c['platform']}/{c['backend']} {c['isolation']} "
+                         f"d{c['deployment']} failed: " + culprits_report(written["failure"]["culprits"]))
+    return written
 
 
 def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> dict:
@@ -129,18 +144,38 @@ def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
              backend_options: dict | None = None, workdir: str | Path | None = None,
-             faults: list[tuple[str, str, int]] = ()) -> dict:
-    """Measure one latency cell and write its two files; returns the metadata written.
+             faults: list[tuple[str, str, int]] = (), on_up=None) -> dict:
+    """Measure one latency cell and write its two files; returns the metadata written. Raises
+    CellFailed (after writing a `failed` record) when a service died or stopped answering.
 
     `faults` (service, fault, count) are armed after bring-up: fault injection, to show that the
-    cell's checks catch what they claim to (recorded in the metadata)."""
+    cell's checks catch what they claim to (recorded in the metadata). `on_up(deployment)`, if
+    given, is called just before the driver starts (tests use it to kill a service mid-cell)."""
+    empty = pd.DataFrame({"op": pd.Series(dtype=str)})
 
     def measure(dep, meta):
         for service, fault, count in faults:
             dep.set_fault(service, fault, count)
         if faults:
             meta["faults_injected"] = [list(f) for f in faults]
-        result = dep.run_driver(driver_spec(manifest))
+        if on_up is not None:
+            on_up(dep)
+        try:
+            result, error = dep.run_driver(driver_spec(manifest)), None
+        except BackendError as e:
+            result, error = None, e
+        # A dead service may also surface as failed calls in a driver that ran to the end.
+        culprits = dep.culprits()
+        if culprits:
+            meta["status"] = STATUS_FAILED
+            meta["failure"] = {"culprits": culprits,
+                               "summary": culprits_summary(culprits),
+                               "driver_error": str(error).splitlines()[0] if error else None}
+            if result is not None:
+                meta["driver"] = {k: v for k, v in result.items() if k != "samples"}
+            return empty
+        if error is not None:
+            raise error
         meta["placement"]["client_driver"] = {"affinity": result.pop("client_affinity", None),
                                               "socket": result.pop("client_socket", None)}
         samples = result.pop("samples")
@@ -148,6 +183,5 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
         meta["status"] = STATUS_OK if result.get("correct", True) else STATUS_FAILED_CHECK
         return samples_frame(samples)
 
-    return record(manifest, raw_path, meta_path, measure,
-                  empty_raw=pd.DataFrame({"op": pd.Series(dtype=str)}),
+    return record(manifest, raw_path, meta_path, measure, empty_raw=empty,
                   backend_options=backend_options, workdir=workdir)

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from msdbench import planning, suites
+from msdbench.scratch import sweep_leftovers
 
 
 def _cell_args(ap: argparse.ArgumentParser, required: bool = True) -> None:
@@ -38,13 +39,18 @@ def _print_lines(suite: str, meta_path) -> None:
     print("\n".join(suites.resolve(suites.get(suite).lines)(meta_path)))
 
 
-def cmd_run(a) -> int:
-    from msdbench.cell import run_cell
-    from msdbench.config import ConfigError, cell_settings, load
+CELL_FLAGS = ("payload", "requests", "warmup", "payload_mode", "pinning", "workers")
+
+
+def _manifest(a):
+    """The cell the flags name: its settings from the config file and the flags, each flag checked
+    against the config schema (one line naming the flag and what is allowed), then planned."""
+    from msdbench.config import (ConfigError, cell_settings, check_setting, default_config_path,
+                                 load)
 
     device = a.backend == "device"
-    config = load(a.config or ("config/device.yaml" if device else "config/config.yaml"))
-    if a.payload is None:
+    config = load(a.config or default_config_path("config/device.yaml" if device else None))
+    if a.payload is None and "payload" in suites.get(a.suite).axes:
         a.payload = 0
     if device:
         if not config.get("device"):
@@ -55,17 +61,50 @@ def cmd_run(a) -> int:
             if getattr(a, key, None):
                 settings["device"][key] = getattr(a, key)
     else:
-        settings = cell_settings(config, a.suite, a.deployment)
-    for key in ("requests", "warmup", "payload_mode", "pinning", "workers"):
-        if getattr(a, key, None) is not None:
-            settings[key] = getattr(a, key)
-    manifest = planning.plan(_cell(a), settings)
+        settings = cell_settings(config, a.suite, a.deployment, a.backend)
+    for key in CELL_FLAGS:
+        value = getattr(a, key, None)
+        if value is not None:
+            check_setting(a.suite, key, value, "--" + key.replace("_", "-"))
+            if key != "payload":  # the payload is an axis of the cell (planning puts it in)
+                settings[key] = value
+    return planning.plan(_cell(a), settings)
+
+
+def cmd_run(a) -> int:
+    import shutil
+
+    from msdbench.cell import CellFailed, run_cell
+
+    manifest = _manifest(a)
+    sweep_leftovers()
     out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-run-"))
+    print(f"msdbench run: outputs go to {out}", flush=True)
     raw, meta = out / "cell.parquet", out / "cell.json"
-    run_cell(manifest, raw, meta, _backend_options(a), workdir=out / "work")
+    work = out / "work"
+    try:
+        run_cell(manifest, raw, meta, _backend_options(a), workdir=work)
+    except CellFailed:
+        print(f"msdbench run: the failed cell's record: {meta}; the domains' logs: {work}",
+              file=sys.stderr)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     _print_lines(a.suite, meta)
     print(f"raw samples: {raw}\nmetadata:    {meta}")
     return 0
+
+
+def cmd_up(a) -> int:
+    from msdbench.config import ConfigError
+    from msdbench.up import up
+
+    if a.seconds is not None and not a.seconds > 0:
+        raise ConfigError(f"--seconds: {a.seconds:g} is not allowed; allowed: a number > 0 "
+                          "(or leave it out: up until Ctrl-C or SIGTERM)")
+    manifest = _manifest(a)
+    sweep_leftovers()
+    return up(manifest, a.addresses, a.seconds, _backend_options(a),
+              log=lambda line: print(line, flush=True))
 
 
 def cmd_plan(a) -> int:
@@ -80,16 +119,36 @@ def cmd_plan(a) -> int:
     return 0
 
 
-def cmd_measure(a) -> int:
+def load_manifest(path: str):
+    """A planned manifest, its settings checked against the config schema (as `msdbench run`)."""
+    from msdbench.config import ConfigError, check_settings
     from msdbench.manifest import Manifest
 
-    manifest = Manifest.load(a.manifest)
+    try:
+        manifest = Manifest.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"manifest {path!r} not found (in {Path.cwd()})") from None
+    except (TypeError, KeyError, AttributeError) as e:
+        raise ConfigError(f"manifest {path!r} is not a msdbench manifest ({type(e).__name__}: {e})") \
+            from None
+    check_settings(manifest.suite, manifest.settings)
+    return manifest
+
+
+def cmd_measure(a) -> int:
+    from msdbench.scratch import work_dir
+
+    manifest = load_manifest(a.manifest)
     suite = a.suite or manifest.suite
     measure = suites.resolve(suites.get(suite).measure)
+    sweep_leftovers()
     # The domains' logs live in the work dir while the cell runs; a failure quotes their tails.
     # --workdir keeps them (and shows how each domain ended).
-    with tempfile.TemporaryDirectory(prefix=f"msdbench-{suite}-") as tmp:
-        measure(manifest, a.raw, a.meta, _backend_options(a), workdir=a.workdir or tmp)
+    if a.workdir:
+        measure(manifest, a.raw, a.meta, _backend_options(a), workdir=a.workdir)
+    else:
+        with work_dir(suite) as tmp:
+            measure(manifest, a.raw, a.meta, _backend_options(a), workdir=tmp)
     _print_lines(suite, a.meta)
     return 0
 
@@ -164,13 +223,15 @@ def cmd_bench(a) -> int:
 
 
 def cmd_throughput_run(a) -> int:
+    import shutil
+
     from msdbench.aggregate import aggregate
-    from msdbench.config import load, suite_settings
+    from msdbench.config import backend_settings, load, suite_settings
     from msdbench.throughput import SweepSettings, run_sweep, summary_lines
 
     config = load(a.config)
     config.setdefault("throughput", {"isolations": [a.isolation], "modes": [a.mode]})
-    settings = suite_settings(config, "throughput", mode=a.mode)
+    settings = suite_settings(config, "throughput", mode=a.mode) | backend_settings(config, a.backend)
     t = settings["throughput"]
     if a.clients:
         t["clients"] = "auto" if a.clients == "auto" else [int(x) for x in a.clients.split(",")]
@@ -195,9 +256,12 @@ def cmd_throughput_run(a) -> int:
     cell = planning.Cell("throughput", a.platform, a.backend, a.isolation,
                          suites.get("throughput").fixed["deployment"])
     manifest = planning.plan(cell, settings)
-    out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-throughput-"))
+    sweep_leftovers()
+    out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-run-throughput-"))
+    print(f"msdbench throughput run: outputs go to {out}", flush=True)
     meta = run_sweep(manifest, out / "sweep.parquet", out / "sweep.json", _backend_options(a),
                      workdir=out / "work", log=lambda line: print(line, flush=True))
+    shutil.rmtree(out / "work", ignore_errors=True)
     aggregate("throughput", [out / "sweep.json"], out / "table.csv", out / "table.parquet")
     print(summary_lines(meta)[-1])
     print(f"raw samples: {out / 'sweep.parquet'}\nmetadata:    {out / 'sweep.json'}\n"
@@ -209,14 +273,22 @@ def cmd_clean(a) -> int:
     from msdbench.backends.docker import clean
     from msdbench.backends.docker_image import DockerUnavailable
     from msdbench.hosts import netns
+    from msdbench.scratch import sweep
 
     if netns.can_manage():  # emulated hosts' namespaces and links (needs root)
         netns.clean(everything=a.all, dry_run=a.dry_run)
+    found = sweep(dry_run=a.dry_run)
+    for path in found:
+        print(f"{'would remove' if a.dry_run else 'removed'} {path} (its owner process is gone)")
+    if not found:
+        print("no work directories or sockets of dead msdbench runs in the temp directory")
     try:
         clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
     except DockerUnavailable as e:
-        print(f"msdbench: error: {e}", file=sys.stderr)
-        return 2
+        if a.docker_host:  # asked for by name: an error
+            print(f"msdbench: error: {e}", file=sys.stderr)
+            return 2
+        print(f"docker: not checked ({e})")
     return 0
 
 
@@ -225,6 +297,18 @@ def cmd_hosts(a) -> int:
     from msdbench.hosts.check import main as check
 
     return check(load(a.config))
+
+
+def _settings_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--config", default=None,
+                    help="settings not given here come from this file (default: config/config.yaml "
+                         "here, else the repository's; config/device.yaml for --backend device)")
+    ap.add_argument("--requests", type=int, help="micro: timed calls")
+    ap.add_argument("--warmup", type=int, help="micro: untimed calls first")
+    ap.add_argument("--payload-mode", dest="payload_mode", choices=("binary", "list"))
+    ap.add_argument("--pinning", choices=tuple(planning.PINNINGS))
+    ap.add_argument("--workers", type=int, help="beps: worker instances")
+    ap.add_argument("--docker-host")
 
 
 def _measure_args(p: argparse.ArgumentParser) -> None:
@@ -250,18 +334,23 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure one cell without Snakemake; print a summary")
     p.add_argument("suite", choices=by_hand)
     _cell_args(p)
-    p.add_argument("--config", help="settings not given here come from this file (default: "
-                   "config/config.yaml; config/device.yaml for --backend device)")
+    _settings_args(p)
     p.add_argument("--board", choices=("emulated", "serial", "unix"), help="device: board kind")
     p.add_argument("--port", help="device: the serial port of a real board (--board serial)")
-    p.add_argument("--requests", type=int)
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--payload-mode", dest="payload_mode", choices=("binary", "list"))
-    p.add_argument("--pinning", choices=tuple(planning.PINNINGS))
-    p.add_argument("--workers", type=int)
-    p.add_argument("--docker-host")
-    p.add_argument("--out", help="directory for cell.parquet and cell.json (default: a temp dir)")
+    p.add_argument("--out", help="directory for cell.parquet and cell.json (default: a new "
+                   "msdbench-run-* directory in the temp dir; printed)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("up", help="bring one cell's services up for any Thrift client; write their "
+                       "addresses; hold until Ctrl-C/SIGTERM or --seconds")
+    p.add_argument("suite", choices=tuple(n for n in by_hand if n != "device"))
+    _cell_args(p)
+    _settings_args(p)
+    p.add_argument("--seconds", type=float, help="tear down after this many seconds")
+    p.add_argument("--addresses", required=True, metavar="FILE",
+                   help='JSON written once the services answer: {"service": "host:port", ..., '
+                        '"wire": {...}}; removed at teardown')
+    p.set_defaults(fn=cmd_up)
 
     p = sub.add_parser("plan", help="(rule deploy) write the manifest of one cell")
     p.add_argument("suite", nargs="?", choices=planning.SUITES)
@@ -327,8 +416,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="process", choices=planning.BACKENDS)
     p.add_argument("--isolation", required=True, choices=suites.get("throughput").isolations)
     p.add_argument("--mode", default="closed", choices=("closed", "open"))
-    p.add_argument("--config", default="config/config.yaml",
-                   help="settings not given here come from this file (default: %(default)s)")
+    p.add_argument("--config", default=None,
+                   help="settings not given here come from this file (default: config/config.yaml "
+                        "here, else the repository's)")
     p.add_argument("--clients", help="closed loop: e.g. 1,2,4,8 or auto")
     p.add_argument("--max-clients", type=int, help="auto: the largest N to try")
     p.add_argument("--pairs", type=int, help="timed create/delete pairs per client")
@@ -358,9 +448,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config/config.yaml")
     p.set_defaults(fn=cmd_hosts)
 
-    p = sub.add_parser("clean", help="remove what crashed runs left behind: docker containers, "
-                       "networks and volumes (label msdbench.run; images are kept), and emulated "
-                       "hosts' network namespaces and links (msdb-<pid>-<start>-*)")
+    p = sub.add_parser("clean", help="remove what crashed runs left behind: work directories and "
+                       "sockets in the temp dir, docker containers, networks and volumes (label "
+                       "msdbench.run; images are kept), and emulated hosts' network namespaces "
+                       "and links (msdb-<pid>-<start>-*)")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
     p.add_argument("--all", action="store_true",
                    help="also remove the objects of runs that are still alive or belong to another machine")

@@ -1,10 +1,13 @@
-"""Processes the harness starts must not outlive it, even when it dies by SIGKILL."""
+"""Processes the harness starts must not outlive it, even when it dies by SIGKILL; and what it
+leaves (containers, work directories) names its owner, so the next run can tell a dead run's
+leftovers from a live run's."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import signal
+import socket
 
 PR_SET_PDEATHSIG = 1
 
@@ -63,3 +66,23 @@ def owner_alive(tag: str) -> bool:
         return int(psutil.Process(int(pid)).create_time()) == int(started)
     except (ValueError, psutil.Error):
         return False
+
+
+def owner_label() -> str:
+    """`host:pid:start time`: the owner tag with the machine's name, for what outlives this
+    machine's view (docker objects on a remote engine) or this run (work directories)."""
+    _, pid, started = owner_tag().split("-")
+    return f"{socket.gethostname()}:{pid}:{started}"
+
+
+def owner_label_alive(label: str | None) -> bool | None:
+    """True/False when the label's owner ran on this machine (it lives / is gone); None when we
+    cannot tell (another machine, or no label)."""
+    try:
+        host, pid, started = (label or "").rsplit(":", 2)
+        int(pid), int(started)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    return owner_alive(f"msdb-{pid}-{started}")

@@ -44,8 +44,9 @@ class CellRecord(BaseModel):
     settings: dict               # what shaped the numbers (the manifest's settings)
     config_hash: str
     environment: dict            # msdbench.metadata.environment()
-    status: Literal["ok", "failed-check", "skipped"]
+    status: Literal["ok", "failed-check", "skipped", "failed"]
     reason: str | None = None    # why it was skipped
+    failure: dict | None = None  # failed: {culprits, summary, driver_error} (msdbench/culprits.py)
     manifest: dict | None = None  # the resolved manifest (addresses filled in)
     start: str | None = None     # local time, ISO 8601
     start_ns: int | None = None  # time.time_ns(): the span of the measurement

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from msdbench import records, suites
+from msdbench.culprits import log_tails
 from msdbench.results import summarize
 
 raw_path_of = records.raw_path_of
@@ -32,7 +33,9 @@ def cell_rows(meta_path: str | Path) -> list[dict]:
         base["emulation"] = ", ".join(f"{k}={v}" for k, v in emulation.items() if v) or None
         base["timing"] = (rec.driver or {}).get("timing")
     base.update(client_host(rec))
-    base.update(status=rec.status, reason=rec.reason or "",
+    failure = rec.failure or {}
+    base.update(status=rec.status, reason=failure.get("summary") or rec.reason or "",
+                log_tail=log_tails(failure.get("culprits", [])),
                 problems="; ".join((rec.driver or {}).get("problems", [])),
                 pinning=rec.settings.get("pinning"), config_hash=rec.config_hash,
                 git_revision=rec.environment.get("git_revision"))

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from msdbench.backends import docker_image as di
 from msdbench.backends.base import BackendError
-from msdbench.cell import run_cell
+from msdbench.cell import CellFailed, run_cell
 from msdbench.planning import Cell, plan
 
 from conftest import copy_project
@@ -88,9 +89,10 @@ def test_micro_cell_in_containers(tmp_path, engine, image, no_docker_leftovers, 
     assert info["engine"]["version"]
     domains = {d.name for d in m.domains}
     assert set(info["containers"]) == domains
+    assert info["memory_limit"] == "1g"  # config.DOCKER_MEMORY: no docker.memory given
     for name, c in info["containers"].items():
         assert c["name"] == f"{info['network']}-{name}" and c["cpuset"] == "0" and c["ip"]
-        assert c["start_to_ready_s"] > 0
+        assert c["start_to_ready_s"] > 0 and c["memory_bytes"] == 1 << 30
     # Pinned as asked, inside the containers too; the client ran where the deployment says.
     assert all(p["affinity"] == [0] for p in on_disk["placement"].values())
     client_domain = m.client_domain().name
@@ -173,32 +175,31 @@ def test_shm_between_containers(tmp_path, engine, image, no_docker_leftovers):
 
 
 @pytest.mark.docker
-def test_container_killed_mid_cell_leaves_nothing(tmp_path, engine, image, no_docker_leftovers):
+def test_container_killed_mid_cell_is_named_and_leaves_nothing(tmp_path, engine, image, no_docker_leftovers):
     m = plan(Cell("micro", "linux", "docker", "isolated", 2, 0),
              {"requests": 10_000_000, "warmup": 0, "deadline_s": 120, "pinning": "same-core"})
     raw, meta = tmp_path / "c.parquet", tmp_path / "c.json"
     killed = []
 
-    def killer():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            names = [o.split()[1] for o in objects_of(engine) if o.startswith("container")]
-            polls = [n for n in names if n.endswith("-poll")]
-            if polls and any(n.endswith("-client") for n in names):
-                time.sleep(2.0)  # bring-up done, the driver is calling
-                engine.containers.get(polls[0]).kill()
-                killed.append(polls[0])
-                return
-            time.sleep(0.1)
+    def kill_poll_while_calling(dep):  # on_up: the deployment is up, the driver about to call
+        def kill():
+            time.sleep(1.0)
+            dep.handle_of("poll").native.kill()  # SIGKILL, through the engine
+            killed.append(dep.handle_of("poll").native.name)
 
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    with pytest.raises(BackendError) as err:
-        run_cell(m, raw, meta, opts(image))
-    t.join(5)
+        threading.Thread(target=kill, daemon=True).start()
+
+    with pytest.raises(CellFailed) as err:
+        run_cell(m, raw, meta, opts(image), on_up=kill_poll_while_calling)
     assert killed, "the poll container was never seen"
-    assert "poll" in str(err.value) or "client" in str(err.value)
-    assert not raw.exists() and not meta.exists()
+    # The message and the record name the service, its container and how it ended (SIGKILL: 137).
+    assert f"domain poll (services poll; host local, container {killed[0]} on " in str(err.value)
+    assert "exit code 137 (SIGKILL)" in str(err.value) and "last lines of poll's log" in str(err.value)
+    record = json.loads(meta.read_text())
+    assert record["status"] == "failed"
+    (culprit,) = record["failure"]["culprits"]
+    assert culprit["domain"] == "poll" and "SIGKILL" in culprit["status"]
+    assert pd.read_parquet(raw).empty  # no samples of a failed cell
 
 
 @pytest.mark.docker
@@ -295,6 +296,65 @@ def test_clean_removes_a_killed_harness_leftovers_only(tmp_path, engine, image, 
             live.run_driver({"driver": "micro", "payload": 0, "requests": 5, "warmup": 0,
                              "deadline_s": 60})
             assert live.counters("poll")["calls"] == 5, "the kept run still answers"
+
+
+def _listening(container) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket inside a running container (/proc/net/tcp)."""
+    code, out = container.exec_run(["python", "-c", "print(open('/proc/net/tcp').read())"])
+    assert code == 0, out
+    found = set()
+    for line in out.decode().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+            addr, port = fields[1].split(":")
+            found.add((socket.inet_ntoa(bytes.fromhex(addr)[::-1]), int(port, 16)))
+    return found
+
+
+@pytest.mark.docker
+def test_up_in_containers_memory_limit_and_listen_address(tmp_path, engine, image):
+    """`msdbench up` with the docker backend: a stock client calls the listed address from the host;
+    each container has the configured memory limit and listens on its cell-network address only
+    (both read back from the running container); SIGTERM removes everything."""
+    import thriftpy2
+    from thriftpy2.rpc import make_client
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text()) | {"docker": {"memory": "256m"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    addresses = tmp_path / "a.json"
+    proc = subprocess.Popen([sys.executable, "-m", "msdbench", "up", "micro", "--backend", "docker",
+                             "--isolation", "isolated", "--deployment", "2", "--config",
+                             str(tmp_path / "c.yaml"), "--addresses", str(addresses)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, MSDBENCH_DOCKER_IMAGE=image["id"], TMPDIR=str(tmp_path)))
+    try:
+        deadline = time.monotonic() + 180
+        while not addresses.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        found = json.loads(addresses.read_text())
+        host, _, port = found["poll"].rpartition(":")
+        poll = thriftpy2.load(found["wire"]["services"]["poll"]["idl"], module_name="up_poll_thrift")
+        client = make_client(poll.Poll, host, int(port), timeout=10_000)
+        assert client.poll(b"from the host") > 0
+        client.close()
+        names = [o.split()[1] for o in objects_of(engine, proc.pid) if o.startswith("container")]
+        assert len(names) == 2  # poll's domain and the (idle) client's
+        for name in names:
+            c = engine.containers.get(name)
+            assert c.attrs["HostConfig"]["Memory"] == 256 << 20
+            assert c.attrs["HostConfig"]["MemorySwap"] == 256 << 20  # no swap beyond it
+            (ip,) = [n["IPAddress"] for n in c.attrs["NetworkSettings"]["Networks"].values()]
+            listening = {(a, p) for a, p in _listening(c) if a != "127.0.0.11"}  # the engine's DNS
+            assert listening and {a for a, _ in listening} == {ip}, listening
+            if name.endswith("-poll"):
+                assert (ip, int(port)) in listening and ip == host
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "torn down" in out, err
+    assert objects_of(engine, proc.pid) == []
+    assert not addresses.exists()
 
 
 # --- where the engine is ---------------------------------------------------------------------

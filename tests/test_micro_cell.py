@@ -18,7 +18,7 @@ from msdbench.backends.process import ProcessBackend
 from msdbench.cell import run_cell
 from msdbench.planning import Cell, plan
 
-from conftest import ROOT, domain_processes
+from conftest import ROOT
 
 
 @pytest.mark.parametrize("isolation,deployment", [("co-located", 1), ("isolated", 2)])
@@ -237,24 +237,3 @@ def test_sigterm_during_bring_up_stops_every_started_domain(tmp_path, no_leftove
     for name in up():
         assert "stopped" in logs[name][-1], (name, logs[name][-5:])
     assert_nothing_written(tmp_path)
-
-
-def test_sigkill_of_harness_takes_domains_down(tmp_path):
-    """Even a harness killed with SIGKILL leaves no domain running (PR_SET_PDEATHSIG)."""
-    import psutil
-
-    m = plan(Cell("micro", "linux", "process", "isolated", 2, 0),
-             {"requests": 10_000_000, "warmup": 0})
-    m.save(tmp_path / "m.yaml")
-    proc = subprocess.Popen([sys.executable, "-m", "msdbench", "measure", str(tmp_path / "m.yaml"),
-                             "--raw", str(tmp_path / "c.parquet"), "--meta", str(tmp_path / "c.json")],
-                            cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while len(domain_processes()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    children = domain_processes()
-    assert len(children) == 2
-    proc.kill()
-    proc.wait()
-    gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive, f"still running: {[p.pid for p in alive]}"

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 
 from msdbench import idl
 from msdbench.hosts import HostSet
+from msdbench.culprits import LOG_TAIL_LINES
 from msdbench.manifest import Manifest
 from msdbench.transports.thrift_tcp import ThriftClient, split_address
 
 CONTROL_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 5.0       # a domain's control service that takes longer "is not answering"
+ENDING_GRACE_S = 1.0        # how long a domain whose control failed may take to be seen ending
 
 
 class BackendError(RuntimeError):
@@ -63,6 +66,14 @@ class Backend:
     def describe(self) -> dict:
         """What this backend adds to a cell's metadata (e.g. the image id)."""
         return {"backend": self.name}
+
+    def reachable(self, handle: DomainHandle, advertised: str) -> str:
+        """A service address as a domain advertised it -> as the harness's host reaches it."""
+        return advertised
+
+    def where(self, handle: DomainHandle) -> str:
+        """Where a domain runs, for a person looking for it (e.g. "process 123 on HOST")."""
+        return f"pid {handle.hello.get('pid')}"
 
     # -- shared ------------------------------------------------------------------------------
     def up(self, manifest: Manifest) -> "Deployment":
@@ -147,6 +158,53 @@ class Deployment:
 
     def stats(self) -> dict:
         return {name: json.loads(self.call(h, "stats")) for name, h in self.handles.items()}
+
+    def probe(self) -> dict[str, dict]:
+        """Each domain's control stats, or {"error": why} for one that ended or does not answer
+        within PROBE_TIMEOUT_S."""
+        out = {}
+        for name, h in self.handles.items():
+            status = self.backend.exit_status(h)
+            if status:
+                out[name] = {"error": f"ended ({status})"}
+                continue
+            try:
+                out[name] = json.loads(self.call(h, "stats", timeout=PROBE_TIMEOUT_S))
+            except BackendError as e:
+                out[name] = {"error": str(e).splitlines()[0]}
+        return out
+
+    def culprits(self, probed: dict[str, dict] | None = None) -> list[dict]:
+        """The domains that died or stopped answering: which (its services, where it runs), how
+        (exit status, signal, or the control call that failed) and the last lines of its log.
+        `probed`: what `probe()` returned just before, else it is asked now."""
+        probed = self.probe() if probed is None else probed
+        out = []
+        for name, h in self.handles.items():
+            status = self.backend.exit_status(h)
+            if not status and "error" in probed.get(name, {}):
+                status = self._ended_within(h, ENDING_GRACE_S)
+            if status:
+                why = status
+            elif "error" in probed.get(name, {}):
+                why = f"not answering (control stats: {probed[name]['error']})"
+            else:
+                continue
+            out.append({"domain": name, "services": self.manifest.domain(name).services,
+                        "host": self.manifest.domain(name).host, "where": self.backend.where(h),
+                        "status": why, "log_tail": self.backend.log_tail(h, LOG_TAIL_LINES)})
+        return out
+
+    def _ended_within(self, h: DomainHandle, seconds: float) -> str | None:
+        """A dying process closes its sockets before its parent can see it end: a control call
+        that failed may precede the exit status by a moment."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = self.backend.exit_status(h)
+            if status:
+                return status
+            time.sleep(0.02)
+        return None
 
     def placement(self) -> dict:
         """Where each domain really ran: the affinity it reported after pinning."""

@@ -8,11 +8,15 @@ One cell, one bring-up:
   other by container name through the engine's DNS (each domain advertises its container name),
   never by a fixed address.
 * **Containers**: one per domain, ``msdbench-<run id>-<domain>``, running
-  ``python -m msdbench.domain --manifest /tmp/manifest.json --domain D --bind 0.0.0.0 --advertise NAME``.
+  ``python -m msdbench.domain --manifest /tmp/manifest.json --domain D --bind NAME --advertise NAME``:
+  every service (and the control service) listens on the container's address on the cell network
+  only (NAME resolves to it inside the container), not on every interface.
   The manifest travels in an environment variable and is written to the container's own tmpfs before
   the runtime starts, so nothing of the host's filesystem is mounted (which also works for a remote
   engine). Unprivileged: image user 10001, ``cap_drop=ALL``, ``no-new-privileges``, read-only root with
-  tmpfs at /tmp and /home/msd, ``init=True`` (a stop is immediate), a pids limit. Pinned with
+  tmpfs at /tmp and /home/msd, ``init=True`` (a stop is immediate), a pids limit, a memory limit
+  (swap included; the cell's ``settings.docker.memory``, config key ``docker.memory``, default
+  ``config.DOCKER_MEMORY``: a domain that exceeds it is OOM-killed and its cell names it). Pinned with
   ``cpuset_cpus`` = the domain's cpus (the runtime's sched_setaffinity inside agrees with it).
 * **shm edges** (platform `specialized` between domains): the Unix sockets that set the channels up
   live in a tmpfs volume shared by the cell's containers (``$TMPDIR``); the memory itself travels as
@@ -54,7 +58,9 @@ import psutil
 
 from msdbench.backends import docker_image
 from msdbench.backends.base import Backend, BackendError, DomainHandle
+from msdbench.config import DOCKER_MEMORY
 from msdbench.domain import CONTROL_LINE
+from msdbench.lifetime import owner_label, owner_label_alive
 from msdbench.manifest import Manifest
 
 log = logging.getLogger("msdbench.backends.docker")
@@ -81,28 +87,7 @@ def _say(msg: str) -> None:
     print(f"msdbench docker: {msg}", file=sys.stderr, flush=True)
 
 
-# --- who owns what: labels ------------------------------------------------------------------
-
-
-def _owner() -> str:
-    me = psutil.Process()
-    return f"{socket.gethostname()}:{me.pid}:{int(me.create_time())}"
-
-
-def owner_alive(owner: str | None) -> bool | None:
-    """True/False when the owner ran on this machine (its process lives / is gone); None if we can't
-    tell (another machine, or no owner label)."""
-    try:
-        host, pid, started = (owner or "").rsplit(":", 2)
-        pid, started = int(pid), int(started)
-    except ValueError:
-        return None
-    if host != socket.gethostname():
-        return None
-    try:
-        return int(psutil.Process(pid).create_time()) == started
-    except psutil.Error:
-        return False
+# --- where the engine is ---------------------------------------------------------------------
 
 
 def _engine_host(docker_host: str | None) -> str | None:
@@ -135,6 +120,12 @@ def _display_host(docker_host: str | None) -> str:
 # --- the backend ----------------------------------------------------------------------------
 
 
+def memory_limit(manifest: Manifest) -> str:
+    """Each container's memory limit (docker units), from the cell's settings."""
+    return (manifest.settings.get("docker") or {}).get("memory") or DOCKER_MEMORY
+
+
+
 class DockerBackend(Backend):
     name = "docker"
 
@@ -158,6 +149,7 @@ class DockerBackend(Backend):
         self._client = None
         self._unavailable: str | None = None
         self.image: dict | None = None
+        self.memory: str | None = None
         self.engine: dict = {}
         self.run_id: str | None = None
         self.network: str | None = None
@@ -196,8 +188,9 @@ class DockerBackend(Backend):
     def prepare(self, manifest: Manifest) -> None:
         client = self.client()
         self.run_id = uuid.uuid4().hex[:12]
-        self.owner = _owner()
+        self.owner = owner_label()
         self.containers = {}
+        self.memory = memory_limit(manifest)
         self.leftovers = check_leftovers(client, exclude_run=self.run_id)
         t0 = time.monotonic()
         if self._image_ref:
@@ -275,6 +268,7 @@ class DockerBackend(Backend):
             env["TMPDIR"] = IPC_DIR
             mounts.append(Mount(IPC_DIR, self.volume, type="volume"))
         cpuset = ",".join(str(c) for c in d.cpus) if d.cpus else None
+        memory = memory_limit(manifest)
         ports = None
         if self.control_access == "published":
             bind = "127.0.0.1" if _engine_host(self.docker_host) is None else "0.0.0.0"
@@ -283,7 +277,7 @@ class DockerBackend(Backend):
         container = client.containers.create(
             self.image["id"],
             ["python", "-c", BOOT, "--manifest", MANIFEST_IN_CONTAINER, "--domain", domain,
-             "--bind", "0.0.0.0", "--advertise", name, "--control-port", str(CONTROL_PORT)],
+             "--bind", name, "--advertise", name, "--control-port", str(CONTROL_PORT)],
             name=name, hostname=name, environment=env, network=self.network, ports=ports,
             labels=self._labels(**{"msdbench.role": "domain", "msdbench.domain": domain,
                                    "msdbench.cell": f"{manifest.suite}/{manifest.platform}/"
@@ -291,7 +285,8 @@ class DockerBackend(Backend):
             init=True, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
             tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777",
                    "/home/msd": "rw,nosuid,nodev,size=16m,mode=1777"},
-            mounts=mounts, cpuset_cpus=cpuset, pids_limit=4096, detach=True)
+            mounts=mounts, cpuset_cpus=cpuset, pids_limit=4096, mem_limit=memory,
+            memswap_limit=memory, detach=True)
         t1 = time.monotonic()
         container.start()
         t2 = time.monotonic()
@@ -322,6 +317,7 @@ class DockerBackend(Backend):
             raise
         t0, t_started = info.pop("t0"), info.pop("t_started")
         self.containers[domain] = {**info, "ip": ip, "control": handle.control_address,
+                                   "memory_bytes": container.attrs["HostConfig"].get("Memory"),
                                    "ready_s": round(t_ready - t_started, 3),
                                    "start_to_ready_s": round(t_ready - t0, 3)}
         return handle
@@ -370,6 +366,16 @@ class DockerBackend(Backend):
         if state.get("Error"):
             why += f": {state['Error']}"
         return why
+
+    def reachable(self, h: DomainHandle, advertised: str) -> str:
+        """NAME:port (the engine's DNS, inside the cell network) -> IP:port from this host."""
+        if self.control_access != "ip":
+            raise BackendError("the services of a cell on a remote engine are reachable only inside "
+                               f"its network on {_display_host(self.docker_host)}")
+        return f"{self.containers[h.name]['ip']}:{advertised.rpartition(':')[2]}"
+
+    def where(self, h: DomainHandle) -> str:
+        return f"container {h.native.name} on {_display_host(self.docker_host)}"
 
     def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
         try:
@@ -425,6 +431,7 @@ class DockerBackend(Backend):
                "containers": self.containers,
                "security": {"user": docker_image.IMAGE_USER, "cap_drop": ["ALL"], "read_only_root": True,
                             "no_new_privileges": True, "init": True},
+               "memory_limit": self.memory, "listen": "the container's address on the cell network",
                "timings": self.timings}
         if self.image:
             out["image"] = {k: self.image.get(k) for k in ("tag", "id", "base_tag", "hash", "cached",
@@ -469,7 +476,7 @@ def runs_on_engine(client) -> dict[str, dict]:
                                       "volumes": []})
             r[kind].append(_name_of(obj))
     for r in runs.values():
-        r["alive"] = owner_alive(r["owner"])
+        r["alive"] = owner_label_alive(r["owner"])
     return runs
 
 

@@ -11,12 +11,14 @@ import functools
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
-import tempfile
 import time
+import weakref
 from pathlib import Path
 
+from msdbench import scratch
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.domain import CONTROL_LINE
 from msdbench.lifetime import die_with_parent, exit_status, owner_tag
@@ -29,10 +31,10 @@ class ProcessBackend(Backend):
     name = "process"
 
     def __init__(self, workdir: str | Path | None = None):
-        self._tmp = None
-        if workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="msdbench-")
-            workdir = self._tmp.name
+        self._cleanup = None
+        if workdir is None:  # a scratch dir of our own, removed with this backend
+            workdir = scratch.make_dir("domains")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -86,6 +88,9 @@ class ProcessBackend(Backend):
     def exit_status(self, h: DomainHandle) -> str | None:
         return exit_status(h.native.poll())
 
+    def where(self, h: DomainHandle) -> str:
+        return f"process {h.hello.get('pid', h.native.pid)}"  # its pid on its host
+
     def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
         try:
             return "\n".join(Path(h.log_path).read_text(errors="replace").splitlines()[-lines:])
@@ -122,5 +127,5 @@ class ProcessBackend(Backend):
                 pass
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        if self._cleanup is not None:
+            self._cleanup()

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from msdbench.backends.base import BackendError
+from msdbench.culprits import LOG_TAIL_LINES
 from msdbench.device import boards, hostlink
 from msdbench.device.relay import READY_LINE
 from msdbench.hosts import make_host
@@ -230,6 +231,16 @@ class DeviceDeployment:
 
     def counters(self, service: str) -> dict:
         return json.loads(self._call("counters", service))
+
+    def culprits(self) -> list[dict]:
+        """The board, if it ended (msdbench/culprits.py): it serves every service of the cell."""
+        status = self.board.alive()
+        if not status:
+            return []
+        return [{"domain": "board", "services": [s.name for s in self.manifest.services
+                                                 if s.name != self.manifest.client],
+                 "host": "board", "where": f"{self.board.kind} board on {self.board.port}",
+                 "status": status, "log_tail": self.board.log_tail(LOG_TAIL_LINES)}]
 
     def down(self) -> None:
         try:

@@ -24,7 +24,7 @@ LATENCY_COLUMNS = (
     "payload", "payload_mode",
     "wire_bytes", "op", "status", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us",
     "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "server_mean_us",
-    "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "config_hash",
+    "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "log_tail", "config_hash",
     "git_revision")
 LATENCY_SORT = ("platform", "backend", "isolation", "deployment", "payload", "op")
 

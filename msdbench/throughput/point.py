@@ -4,33 +4,19 @@ load, the nothing-lost check, and, when something failed, which domain and why."
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 import pandas as pd
 
 from msdbench.backends.base import BackendError, Deployment
+from msdbench.culprits import culprits_summary
 from msdbench.hostload import host_cpu, host_load
 from msdbench.results import summarize
 
 STATUS_OK, STATUS_LOST, STATUS_FAILED = "ok", "lost-data", "failed"
 STATUS_DISTURBED = "disturbed"  # other work on the host disturbed it; measured again
-PROBE_TIMEOUT_S = 5.0
 
-
-def _domain_stats(dep: Deployment) -> dict:
-    """Each domain's control stats, or the error that asking it raised."""
-    out = {}
-    for name, h in dep.handles.items():
-        if dep.backend.exit_status(h):
-            out[name] = {"error": f"ended ({dep.backend.exit_status(h)})"}
-            continue
-        try:
-            out[name] = json.loads(dep.call(h, "stats", timeout=PROBE_TIMEOUT_S))
-        except BackendError as e:
-            out[name] = {"error": str(e).splitlines()[0]}
-    return out
 
 def _usage(before: dict, after: dict, window_s: float, calls: int, rps: float) -> dict:
     """Per domain: CPU seconds over the point's window, RSS at its end, and two utilisations:
@@ -53,22 +39,6 @@ def _usage(before: dict, after: dict, window_s: float, calls: int, rps: float) -
                      "window_util": round(cpu / wall, 3) if wall > 0 else None,
                      "rss_mb": round(a["rss_bytes"] / 2**20, 1), "pid": a["pid"]}
     return out
-
-
-def _diagnose(dep: Deployment, after: dict) -> list[dict]:
-    """The domains that died or stopped answering, with how and the tail of their logs."""
-    culprits = []
-    for name, h in dep.handles.items():
-        status = dep.backend.exit_status(h)
-        if status:
-            why = status
-        elif "error" in after.get(name, {}):
-            why = f"not answering (control stats: {after[name]['error']})"
-        else:
-            continue
-        culprits.append({"domain": name, "services": dep.manifest.domain(name).services,
-                         "status": why, "log_tail": dep.backend.log_tail(h, 25)})
-    return culprits
 
 
 def _census_check(r: dict) -> dict:
@@ -166,7 +136,7 @@ def run_point(dep: Deployment, st, index: int, clients: int,
     else:
         spec.update(rate_rps=rate, duration_s=st.open_duration_s)
     point = {"index": index, "clients": clients, "offered_rps": rate}
-    before = _domain_stats(dep)
+    before = dep.probe()
     if on_point is not None:
         on_point(dep, point)
     host_before, t0 = host_cpu(), time.monotonic()
@@ -175,7 +145,7 @@ def run_point(dep: Deployment, st, index: int, clients: int,
     except BackendError as e:
         r, driver_error = {"ok": False, "results": [], "failures": []}, str(e)
     window, host_after = time.monotonic() - t0, host_cpu()
-    after = _domain_stats(dep)
+    after = dep.probe()
     point["pids"] = {"driver": r.get("driver_pid"), "coordinator": r.get("coordinator_pid"),
                      "workers": r.get("worker_pids", [])}
     point["window_s"] = round(window, 3)
@@ -192,7 +162,7 @@ def run_point(dep: Deployment, st, index: int, clients: int,
     point["host"] = host_load(host_before, host_after, ours, window)
     point["census"] = _census_check(r)
     failed = bool(driver_error) or not r.get("ok", False)
-    culprits = _diagnose(dep, after) if failed or any("error" in a for a in after.values()) else []
+    culprits = dep.culprits(after) if failed or any("error" in a for a in after.values()) else []
     if failed or culprits:
         point["status"] = STATUS_FAILED
         point["failure"] = {"culprits": culprits, "driver_error": driver_error,
@@ -227,8 +197,7 @@ def run_point(dep: Deployment, st, index: int, clients: int,
 
 def _failure_summary(f: dict) -> str:
     if f["culprits"]:
-        return "; ".join(f"domain {c['domain']} (services {', '.join(c['services'])}): {c['status']}"
-                         for c in f["culprits"])
+        return culprits_summary(f["culprits"])
     if f["driver_error"]:
         return f["driver_error"].splitlines()[0]
     errs = [c["error"] for c in f["client_failures"]]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from msdbench import records
+from msdbench.culprits import log_tails
 from msdbench.throughput.point import STATUS_FAILED, STATUS_LOST, STATUS_OK, one_point_line
 
 
@@ -75,9 +76,7 @@ def table_rows(meta_path: str | Path) -> list[dict]:
         if p["status"] == STATUS_FAILED:
             row["failure"] = p["failure"]["summary"]
             row["last_good_clients"] = sw.get("last_good_clients")
-            tails = [f"[{c['domain']}] " + " | ".join(c["log_tail"].splitlines()[-5:])
-                     for c in p["failure"]["culprits"]]
-            row["log_tail"] = "\n".join(tails) or None
+            row["log_tail"] = log_tails(p["failure"]["culprits"])
         elif p["status"] == STATUS_LOST:
             row["failure"] = p["census"].get("why")
         rows.append(row)
