@@ -10,8 +10,9 @@ so that drift of a noisy machine hits all alike:
   tcp-echo      a raw Python TCP echo (msdbench/echo.py): the floor of a Python service on sockets
   thrift-tcp    linux poll: Thrift binary over TCP (ThriftClient -> ThriftServer in another process)
   poll-list     linux poll_list: the same, the payload as size/8 i64 (size 512 = the C++'s list 64)
-  unchecked     thrift-tcp against a server whose compiled codec skips the limit checks (only
-                with the compiled codec): the limits' cost on the measured path
+  unchecked     thrift-tcp, same server process and connection, with the compiled codec's limit
+                checks switched off for these blocks only (a signal flips them in the server):
+                the limits' cost on the measured path (compiled codec only)
   shm           specialized poll: Thrift binary over the shared-memory channel
   shm-echo      the shared-memory channel alone (no Thrift)
   direct        specialized, caller and callee in one domain: the handler's bound method
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +48,7 @@ FOLLOWERS = 20  # a publish's fan-out in the BEPS paths
 # ------------------------------------------------------------------------------ server process
 
 
-def serve(cpu: int | None, tcp_only: bool, unchecked: bool) -> None:
+def serve(cpu: int | None, tcp_only: bool) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})  # before any thread: every thread inherits it
     from msdbench import idl
@@ -58,11 +60,16 @@ def serve(cpu: int | None, tcp_only: bool, unchecked: bool) -> None:
 
     poll = idl.load("poll").Poll
     codec = _codec()
-    if tcp_only:  # a process serving poll over TCP alone: thrift-tcp, or the same unchecked
-        if unchecked:
-            codec.set_checks(False)
+    if tcp_only:  # a process serving poll over TCP alone (thrift-tcp and unchecked)
+        if codec.COMPILED:
+            def flip(signum, frame):  # SIGUSR1: limit checks off, SIGUSR2: on; then say so
+                codec.set_checks(signum == signal.SIGUSR2)
+                print("ok", flush=True)
+
+            signal.signal(signal.SIGUSR1, flip)
+            signal.signal(signal.SIGUSR2, flip)
         tcp = ThriftServer(poll, "127.0.0.1", 0).start(PollHandler())
-        print(json.dumps({"port": tcp.address[1]}), flush=True)
+        print(json.dumps({"port": tcp.address[1], "pid": os.getpid()}), flush=True)
         sys.stdin.read()
         return
     shm = ShmThriftServer(poll).start(PollHandler())
@@ -131,6 +138,30 @@ def sample_interleaved(paths: dict, n: int, warmup: int, block: int = 1000) -> d
             run(name, m, samples[name])
         done += m
     return samples
+
+
+class Unchecked:
+    """thrift-tcp's blocks with the server's limit checks off (same process, same connection)."""
+
+    def __init__(self, proc: subprocess.Popen, fn, arg):
+        self.proc, self.fn, self.arg = proc, fn, arg
+
+    def _flip(self, sig) -> None:
+        os.kill(self.proc.pid, sig)
+        if self.proc.stdout.readline().strip() != "ok":
+            raise RuntimeError("the thrift-tcp server did not switch its limit checks")
+
+    def block(self, m: int) -> array:
+        now, fn, arg, out = time.perf_counter_ns, self.fn, self.arg, array("q")
+        self._flip(signal.SIGUSR1)
+        try:
+            for _ in range(m):
+                t0 = now()
+                fn(arg)
+                out.append(now() - t0)
+        finally:
+            self._flip(signal.SIGUSR2)
+        return out
 
 
 class CEcho:
@@ -216,10 +247,8 @@ def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int, beps: bool = Tr
         try:
             me = [sys.executable, __file__, "serve"]  # this file (it may bench an older tree)
             addr = _spawn(me, server_cpu, procs)
-            # thrift-tcp and its unchecked twin in two processes that differ in nothing else
-            tcp_port = _spawn(me + ["--tcp-only"], server_cpu, procs)["port"]
-            unchecked = (_spawn(me + ["--tcp-only", "--unchecked"], server_cpu, procs)["port"]
-                         if codec.COMPILED else None)
+            tcp = _spawn(me + ["--tcp-only"], server_cpu, procs)
+            tcp_proc = procs[-1]
             c_echo, note = build_c_echo(tmp)
             notes.append(f"c-echo: {note}")
             c_port = _spawn([c_echo, "server"], server_cpu, procs)["port"] if c_echo else None
@@ -228,10 +257,8 @@ def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int, beps: bool = Tr
             stubs = {
                 "direct": bindings.direct(kind, PollHandler()),
                 "shm": bindings.connect("shm", kind, addr["shm"]),
-                "thrift-tcp": bindings.connect("thrift-tcp", kind, f"127.0.0.1:{tcp_port}"),
+                "thrift-tcp": bindings.connect("thrift-tcp", kind, f"127.0.0.1:{tcp['port']}"),
             }
-            if unchecked:
-                stubs["unchecked"] = bindings.connect("thrift-tcp", kind, f"127.0.0.1:{unchecked}")
             for s in stubs.values():
                 stack.callback(s.close)
             echo, raw = EchoClient(addr["tcp-echo"]), ShmClient(addr["shm-echo"])
@@ -245,8 +272,8 @@ def bench(sizes, n: int, cpu: int, server_cpu: int, warmup: int, beps: bool = Tr
                 paths.update({"tcp-echo": (echo.call, frame(payload)),
                               "thrift-tcp": (stubs["thrift-tcp"].poll, payload),
                               "poll-list": (stubs["thrift-tcp"].poll_list, list(range(size // 8)))})
-                if unchecked:
-                    paths["unchecked"] = (stubs["unchecked"].poll, payload)
+                if codec.COMPILED:
+                    paths["unchecked"] = Unchecked(tcp_proc, stubs["thrift-tcp"].poll, payload)
                 paths.update({"shm": (stubs["shm"].poll, payload), "shm-echo": (raw.call, payload),
                               "direct": (stubs["direct"].poll, payload)})
                 rows += _rows(sample_interleaved(paths, n, warmup), size, n)
@@ -359,7 +386,6 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd")
     s = sub.add_parser("serve", help="(internal) the server process")
     s.add_argument("--tcp-only", action="store_true")
-    s.add_argument("--unchecked", action="store_true")
     ap.add_argument("--sizes", default="0,512,8192")
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--warmup", type=int, default=1000)
@@ -369,7 +395,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
-        serve(None, a.tcp_only, a.unchecked)  # pinned by the parent (preexec)
+        serve(None, a.tcp_only)  # pinned by the parent (preexec)
         return 0
     result = bench([int(x) for x in a.sizes.split(",")], a.n, a.cpu,
                    a.cpu if a.server_cpu is None else a.server_cpu, a.warmup, not a.no_beps)
