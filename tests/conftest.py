@@ -14,9 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tiers that must run, not skip: MSDBENCH_REQUIRE=docker[,mark...] (CI sets it; .ci/run), or
-# MSDBENCH_REQUIRE_DOCKER=1. A test with such a mark that skips (no engine, a missing package, ...)
-# fails instead, with the skip's reason, so a green run means the tier really ran.
+# Tiers that must run, not skip: MSDBENCH_REQUIRE=docker,hosts,... names pytest marks or test
+# modules (tests/test_hosts.py is `hosts`); MSDBENCH_REQUIRE_DOCKER=1 adds `docker`. CI sets them
+# (.ci/run). A test of such a tier that skips (no engine, no root, a missing package, ...) fails
+# instead, with the skip's reason, so a green run means the tier really ran.
 REQUIRED = {m for m in os.environ.get("MSDBENCH_REQUIRE", "").replace(" ", "").split(",") if m}
 if os.environ.get("MSDBENCH_REQUIRE_DOCKER", "") not in ("", "0"):
     REQUIRED.add("docker")
@@ -32,7 +33,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    marks = {m.name for m in item.iter_markers()} & REQUIRED
+    module = Path(str(item.fspath)).stem.removeprefix("test_")
+    marks = ({m.name for m in item.iter_markers()} | {module}) & REQUIRED
     if rep.skipped and marks and not hasattr(rep, "wasxfail"):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
