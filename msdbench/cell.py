@@ -88,13 +88,20 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
             "environment": environment()}
     options = (backend_options or {}) | manifest.settings.get("backend_options", {})
     backend = make_backend(manifest.backend, workdir, **options)
+    try:
+        return _measure(backend, manifest, raw_path, meta_path, measure, meta, empty_raw)
+    finally:
+        backend.close()
 
+
+def _measure(backend, manifest: Manifest, raw_path, meta_path, measure, meta: dict,
+             empty_raw) -> dict:
     def skipped(reason: str) -> dict:
         meta.update(status=STATUS_SKIPPED, reason=reason, manifest=manifest.to_dict())
         with interrupts_unwind():
             return write_pair(raw_path, empty_raw, meta_path, meta)
 
-    skip = getattr(backend, "unavailable_reason", lambda: None)()
+    skip = backend.unavailable_reason()
     if skip:
         return skipped(skip)
     meta["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

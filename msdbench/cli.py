@@ -216,6 +216,17 @@ def cmd_validate(a) -> int:
     return 0
 
 
+def cmd_config_doc(a) -> int:
+    from msdbench.config import schema
+    from msdbench.config_doc import update
+
+    current = update(a.file, schema(), check=a.check)
+    if a.check and not current:
+        print(f"{a.file} is out of date: run `msdbench config-doc`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_bench(a) -> int:
     from msdbench.bench import main as bench_main
 
@@ -401,6 +412,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file and list its cells")
     p.add_argument("config", nargs="?", default="config/config.yaml")
     p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("config-doc", help="write every config key (from the schema) into "
+                       "config/README.md")
+    p.add_argument("--file", default="config/README.md")
+    p.add_argument("--check", action="store_true", help="only check that the file is current")
+    p.set_defaults(fn=cmd_config_doc)
 
     p = sub.add_parser("bench", add_help=False,
                        help="poll over every binding vs a raw TCP echo, one run (--help for options)")

@@ -33,7 +33,6 @@ from msdbench.transports import bindings
 from msdbench.transports.codec import Limits
 from msdbench.transports.thrift_tcp import DEFAULT_MAX_CONNECTIONS, ThriftServer
 
-CONTROL_LINE = "MSDBENCH-CONTROL"
 STATE_LINE = "msdbench.domain"  # on stderr (the domain's log): up, stopped (why)
 
 
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     control = ThriftServer(idl.load("control").Control, args.bind, args.control_port, threads=4)
     control.start(ControlHandler(rt))
     address = f"{args.advertise or args.bind}:{control.address[1]}"
-    print(f"{CONTROL_LINE} {address}", flush=True)
+    print(f"{idl.CONTROL_LINE} {address}", flush=True)
     print(f"{STATE_LINE} {args.domain}: up, control at {address}", file=sys.stderr, flush=True)
     # A timeout keeps the main thread responsive to signals while it waits.
     while not stop.wait(1.0):

@@ -122,3 +122,19 @@ def test_not_yaml(tmp_path):
     p.write_text("micro: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(p)
+
+
+def test_config_readme_describes_every_key_of_the_schema():
+    """config/README.md's reference is the schema's: every key is described, and the file is
+    what `msdbench config-doc` writes from the schema today."""
+    from msdbench.config import schema
+    from msdbench.config_doc import keys, update
+
+    undocumented = [key for key, _, text, _ in keys(schema()) if not text]
+    assert not undocumented, f"schema keys without a description: {undocumented}"
+    assert update(ROOT / "config/README.md", schema(), check=True), \
+        "config/README.md is out of date: run `msdbench config-doc`"
+    text = (ROOT / "config/README.md").read_text()
+    for key in ("micro.payloads", "beps.workload.users", "throughput.auto.min_gain",
+                "device.beps.workload.seed", "hosts.NAME.kind"):
+        assert f"`{key}`" in text

@@ -10,7 +10,8 @@ from thriftpy2.transport import TTransportException
 
 from msdbench import idl
 from msdbench.services.poll import PollHandler
-from msdbench.transports.thrift_tcp import RECV_SIZE, Deadline, ThriftClient, ThriftServer
+from msdbench.transports.deadline import Deadline
+from msdbench.transports.thrift_tcp import RECV_SIZE, ThriftClient, ThriftServer
 
 Poll = idl.load("poll").Poll
 

@@ -75,6 +75,14 @@ class Backend:
         """Where a domain runs, for a person looking for it (e.g. "process 123 on HOST")."""
         return f"pid {handle.hello.get('pid')}"
 
+    def unavailable_reason(self) -> str | None:
+        """Why no cell of this backend can run here (e.g. the engine that does not answer), or
+        None; such cells are recorded as skipped with the reason."""
+        return None
+
+    def close(self) -> None:
+        """Release what the backend holds across its cells (a client, a temp dir); called last."""
+
     # -- shared ------------------------------------------------------------------------------
     def up(self, manifest: Manifest) -> "Deployment":
         dep = Deployment(self, manifest)

@@ -59,7 +59,7 @@ import psutil
 from msdbench.backends import docker_image
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.config import DOCKER_MEMORY
-from msdbench.domain import CONTROL_LINE
+from msdbench.idl import CONTROL_LINE
 from msdbench.lifetime import owner_label, owner_label_alive
 from msdbench.manifest import Manifest
 

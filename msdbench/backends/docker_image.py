@@ -352,18 +352,6 @@ def _imported_top_level(files: dict[str, bytes], entries: Iterable[str], log: Lo
     return names
 
 
-def imported_top_level(
-    project_root: Path, entries: Iterable[str] = CONTAINER_MODULES, log: Log | None = None
-) -> dict[str, str]:
-    """{top-level name of a non-msdbench module: an msdbench module importing it} for what runs in a container.
-
-    Static (ast): the closure of the module-level imports of `entries` ("pkg.*" brings every module
-    under pkg). Imports inside functions elsewhere are lazy on purpose and not followed: e.g. Manifest.save
-    imports msdbench.results (pandas) only when the host writes a manifest.
-    """
-    return _imported_top_level(_snapshot(Path(project_root)), entries, log)
-
-
 def _requirements(files: dict[str, bytes], log: Log | None) -> list[str]:
     meta = tomllib.loads(files["pyproject.toml"].decode())
     deps = list(meta.get("project", {}).get("dependencies", []))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from msdbench import scratch
 from msdbench.backends.base import Backend, BackendError, DomainHandle
-from msdbench.domain import CONTROL_LINE
+from msdbench.idl import CONTROL_LINE
 from msdbench.lifetime import die_with_parent, exit_status, owner_tag
 from msdbench.manifest import Manifest
 

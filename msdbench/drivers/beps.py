@@ -6,7 +6,7 @@ import numpy as np
 
 from msdbench.drivers import columns
 from msdbench.drivers.beps_workload import BepsWorkload, run_workload
-from msdbench.transports.thrift_tcp import Deadline
+from msdbench.transports.deadline import Deadline
 
 
 def _rows(series: dict, warmup: bool) -> dict:

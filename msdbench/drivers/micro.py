@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from msdbench.drivers import columns
-from msdbench.transports.thrift_tcp import Deadline
+from msdbench.transports.deadline import Deadline
 
 PAYLOAD_MODES = ("binary", "list")
 

@@ -80,7 +80,7 @@ def unpack(d: dict):
 def _census(stub) -> dict | str:
     """census() through the entry service, bounded: a service that stopped answering must not
     hold the point up (a Deadline cuts the stub's socket; the stub is then done for)."""
-    from msdbench.transports.thrift_tcp import Deadline
+    from msdbench.transports.deadline import Deadline
 
     with Deadline(CENSUS_TIMEOUT_S) as deadline:
         if hasattr(stub, "sock"):
@@ -366,7 +366,7 @@ def _worker(spec: dict, go_fd: int, out_fd: int) -> int:
 
     from msdbench.services import KINDS
     from msdbench.transports import bindings
-    from msdbench.transports.thrift_tcp import Deadline
+    from msdbench.transports.deadline import Deadline
 
     entry = spec["entry"]
     try:

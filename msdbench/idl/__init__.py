@@ -6,6 +6,9 @@ from pathlib import Path
 import thriftpy2
 
 IDL_DIR = Path(__file__).resolve().parent
+# Bring-up's first phase: a domain prints this, a space and its control service's host:port on
+# stdout (control.thrift is the service); every backend reads it from the domain's output.
+CONTROL_LINE = "MSDBENCH-CONTROL"
 
 
 @cache

@@ -31,7 +31,7 @@ over all setup sockets does the same for each client, and the client's thread en
 slot. (EOF comes when the last copy of the socket closes: a child forked by the dying process and
 still alive keeps the link up.)
 A peer that is alive but stuck (SIGSTOP, an endless handler) is not detected: bound a whole run by
-shutting down `ShmClient.sock` (what `Deadline.watch` does); the caller then gets `PeerDied`.
+shutting down `ShmClient.sock` (what `deadline.Deadline.watch` does); the caller then gets `PeerDied`.
 
 Why memfds and not `multiprocessing.shared_memory`: the descriptor has to cross the setup socket
 anyway (with the eventfds), and a memfd needs no name that a killed process could leave in

@@ -36,7 +36,7 @@ class ShmClient:
     server's socket to appear and the handshake. `spin_us` > 0 spins that long for the reply
     before blocking (useful only when the server runs on another CPU).
 
-    `sock` is the setup socket: shutting it down (e.g. `thrift_tcp.Deadline.watch(client.sock)`)
+    `sock` is the setup socket: shutting it down (e.g. `deadline.Deadline.watch(client.sock)`)
     makes a blocked call raise `PeerDied`.
     """
 

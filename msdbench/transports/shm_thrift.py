@@ -21,7 +21,7 @@ Semantics, as over TCP (thrift_tcp.Processor):
   `shm.RemoteError` (remote type and traceback inside), which the drivers raise; a dead callee
   thus ends a cell with an error all the way up the chain instead of a column of wrong answers;
 * a dead server makes a pending or later call raise `shm.PeerDied` (a ConnectionError);
-* `client.sock` is the channel's setup socket: `thrift_tcp.Deadline.watch(client.sock)` bounds a
+* `client.sock` is the channel's setup socket: `deadline.Deadline.watch(client.sock)` bounds a
   stuck run (shutting it down makes a blocked call raise PeerDied).
 
 The hot path is the codec's (precomputed headers, generated per-method decoders and encoders, no

@@ -8,7 +8,7 @@ framed. Our client speaks buffered strict, as thriftpy2 and Apache Thrift do by 
 Both sides use the per-method codec generated from the IDL (`codec.py`): one recv_into a
 preallocated buffer and one send per message on each side, no struct objects on the hot path, no
 socket timeout on the measured path (a timeout makes CPython poll() before every recv; callers
-bound a whole run with `Deadline`, which shuts the sockets down when it expires).
+bound a whole run with `deadline.Deadline`, which shuts the sockets down when it expires).
 
 Server: one epoll loop per service, no thread per connection (an idle connection costs a socket
 and a small buffer). `threads=1` (every service but one that forwards to several callees) serves
@@ -545,34 +545,4 @@ class ThriftClient:
             pass
 
 
-class Deadline:
-    """Ends a stuck run: after `seconds`, shut down every registered socket (the blocked recv
-    then fails at once) and remember that it fired, so the caller reports a timeout."""
-
-    def __init__(self, seconds: float | None):
-        self.seconds = seconds
-        self.fired = False
-        self._socks: list[socket.socket] = []
-        self._timer = threading.Timer(seconds, self._fire) if seconds else None
-        if self._timer:
-            self._timer.daemon = True
-
-    def watch(self, sock: socket.socket) -> None:
-        self._socks.append(sock)
-
-    def _fire(self) -> None:
-        self.fired = True
-        for s in self._socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def __enter__(self) -> "Deadline":
-        if self._timer:
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._timer:
-            self._timer.cancel()
+from msdbench.transports.deadline import Deadline  # noqa: E402,F401  (its old home)
