@@ -217,13 +217,11 @@ def cmd_validate(a) -> int:
 
 
 def cmd_config_doc(a) -> int:
-    from msdbench.config import schema
+    from msdbench.config import ConfigError, schema
     from msdbench.config_doc import update
 
-    current = update(a.file, schema(), check=a.check)
-    if a.check and not current:
-        print(f"{a.file} is out of date: run `msdbench config-doc`", file=sys.stderr)
-        return 1
+    if not update(a.file, schema(), check=a.check):
+        raise ConfigError(f"{a.file} is out of date: run `msdbench config-doc`")
     return 0
 
 

@@ -16,6 +16,7 @@ ended) the domain stops. That is how no domain outlives its harness on a remote 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -138,10 +139,8 @@ class DomainRuntime:
             for lst in by_t.values():
                 lst.close()
         for stub in self._stubs:
-            try:
+            with contextlib.suppress(Exception):
                 stub.close()
-            except Exception:
-                pass
 
 
 class ControlHandler:

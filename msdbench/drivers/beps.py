@@ -18,9 +18,7 @@ def _rows(series: dict, warmup: bool) -> dict:
 def run(spec: dict, connect) -> dict:
     workload = BepsWorkload(**spec.get("workload", {}))
     stub = connect()
-    with Deadline(spec.get("deadline_s")) as deadline:
-        if hasattr(stub, "sock"):
-            deadline.watch(stub.sock)
+    with Deadline(spec.get("deadline_s"), stub) as deadline:
         try:
             result = run_workload(stub, workload)
         except Exception as e:

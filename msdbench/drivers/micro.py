@@ -38,9 +38,7 @@ def run(spec: dict, connect) -> dict:
     stub = connect()
     call = stub.poll if mode == "binary" else stub.poll_list
     clock = time.perf_counter_ns
-    with Deadline(spec.get("deadline_s")) as deadline:
-        if hasattr(stub, "sock"):
-            deadline.watch(stub.sock)
+    with Deadline(spec.get("deadline_s"), stub) as deadline:
         try:
             # The loop does nothing but time: stores into preallocated arrays (no append, no
             # histogram), so the harness adds ~0.1 us a sample (see `msdbench bench`).

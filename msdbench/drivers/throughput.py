@@ -39,6 +39,7 @@ culprit.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -82,9 +83,7 @@ def _census(stub) -> dict | str:
     hold the point up (a Deadline cuts the stub's socket; the stub is then done for)."""
     from msdbench.transports.deadline import Deadline
 
-    with Deadline(CENSUS_TIMEOUT_S) as deadline:
-        if hasattr(stub, "sock"):
-            deadline.watch(stub.sock)
+    with Deadline(CENSUS_TIMEOUT_S, stub) as deadline:
         try:
             c = stub.census()
             return {"users": c.users, "messages": c.messages, "feed_entries": c.feed_entries}
@@ -156,10 +155,8 @@ def run(spec: dict, connect) -> dict:
         if not result.get("ok", False) and stderr_tail:
             result["stderr_tail"] = stderr_tail
         result["census_after"] = _census(stub)
-    try:
+    with contextlib.suppress(Exception):
         stub.close()
-    except Exception:
-        pass
     return result
 
 
@@ -377,9 +374,7 @@ def _worker(spec: dict, go_fd: int, out_fd: int) -> int:
         return 1
     calls = _Calls(stub)
     prefix = f"{spec.get('name_prefix', 'tp')}-c{spec['client']}-"
-    with Deadline(float(spec.get("deadline_s") or 600)) as deadline:
-        if hasattr(stub, "sock"):
-            deadline.watch(stub.sock)
+    with Deadline(float(spec.get("deadline_s") or 600), stub) as deadline:
         warm = {"creates_ok": 0, "deletes_ok": 0}
         nw = int(spec.get("warmup_pairs", 0))
         wlat = np.zeros(2 * nw, dtype=np.int64)
@@ -411,10 +406,8 @@ def _worker(spec: dict, go_fd: int, out_fd: int) -> int:
             time.sleep(wait / 1e9)
         loop = _open_loop if spec.get("mode") == "open" else _closed_loop
         timed = loop(spec, calls, prefix, start_ns, deadline)
-    try:
+    with contextlib.suppress(Exception):
         stub.close()
-    except Exception:
-        pass
     ru = resource.getrusage(resource.RUSAGE_SELF)
     timed.update(pid=os.getpid(), affinity=sorted(os.sched_getaffinity(0)), errors=calls.errors,
                  usage={"user_s": ru.ru_utime, "system_s": ru.ru_stime, "maxrss_kb": ru.ru_maxrss})

@@ -13,10 +13,11 @@ class Deadline:
     """Ends a stuck run: after `seconds`, shut down every registered socket (the blocked recv
     then fails at once) and remember that it fired, so the caller reports a timeout."""
 
-    def __init__(self, seconds: float | None):
+    def __init__(self, seconds: float | None, stub=None):
+        """`stub`: watch its socket (`.sock`) if it has one (a direct stub has none)."""
         self.seconds = seconds
         self.fired = False
-        self._socks: list[socket.socket] = []
+        self._socks: list[socket.socket] = [stub.sock] if hasattr(stub, "sock") else []
         self._timer = threading.Timer(seconds, self._fire) if seconds else None
         if self._timer:
             self._timer.daemon = True

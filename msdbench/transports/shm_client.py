@@ -194,14 +194,10 @@ class ShmClient:
                 pass
             if watchdog_done:
                 for fd in (link.tx_fd, link.rx_fd):
-                    try:
+                    with contextlib.suppress(OSError):
                         os.close(fd)
-                    except OSError:
-                        pass
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> ShmClient:
         return self
