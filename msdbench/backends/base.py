@@ -164,9 +164,6 @@ class Deployment:
     def set_fault(self, service: str, fault: str, count: int = 1) -> None:
         self.call(self.handle_of(service), "set_fault", service, fault, count)
 
-    def stats(self) -> dict:
-        return {name: json.loads(self.call(h, "stats")) for name, h in self.handles.items()}
-
     def probe(self) -> dict[str, dict]:
         """Each domain's control stats, or {"error": why} for one that ended or does not answer
         within PROBE_TIMEOUT_S."""
