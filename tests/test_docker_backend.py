@@ -627,7 +627,8 @@ def test_clean_all_on_an_engine_of_its_own(tmp_path):
     import io
     import tarfile
 
-    from msdbench.backends.docker import LABEL, OWNER_LABEL, RUN_LABEL, _owner
+    from msdbench.backends.docker import LABEL, OWNER_LABEL, RUN_LABEL
+    from msdbench.lifetime import owner_label
 
     with podman_service(tmp_path, tmp_path / "storage", private=True) as (url, env):
         tar = io.BytesIO()
@@ -638,7 +639,7 @@ def test_clean_all_on_an_engine_of_its_own(tmp_path):
                        env=env, check=True, capture_output=True)
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        owners = {"live": _owner(), "crashed": f"{socket.gethostname()}:{dead.pid}:1",
+        owners = {"live": owner_label(), "crashed": f"{socket.gethostname()}:{dead.pid}:1",
                   "foreign": "elsewhere:1234:1"}
         client = di.connect(url)
         try:
