@@ -98,10 +98,10 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def copy_project(dest: Path) -> Path:
-    """What a container image is built from (pyproject, README, the package), copied, so that
-    edits made while a test runs cannot race its build."""
+    """What a container image is built from (pyproject, setup.py, README, the package), copied, so
+    that edits made while a test runs cannot race its build."""
     dest.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "msdbench", dest / "msdbench",

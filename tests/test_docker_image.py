@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK = (
     "import os, msdbench, thriftpy2, numpy; "
     "from thriftpy2.protocol.cybin import TCyBinaryProtocol; "
-    "print(thriftpy2.__version__, os.getuid(), os.getgid())"
+    "from msdbench.transports import codec; "
+    "print(thriftpy2.__version__, os.getuid(), os.getgid(), codec.COMPILED)"
 )
 
 
@@ -113,8 +114,9 @@ def test_image_builds_runs_and_is_cached(engine, project, tmp_path, capsys):
 
     code, out = run_in(engine, info["tag"], ["python", "-c", CHECK])
     assert code == 0, out
-    version, uid, gid = out.split()
+    version, uid, gid, compiled = out.split()
     assert version[0].isdigit() and (uid, gid) == ("10001", "10001")
+    assert compiled == "True"  # the project's wheel carries the compiled wire path
     assert engine.containers.list(all=True, filters={"ancestor": info["id"]}) == []  # nothing left behind
 
     again = di.ensure_image(project)

@@ -260,21 +260,23 @@ def _engine_machine(client) -> str:
 def _snapshot(project_root: Path) -> dict[str, bytes]:
     """The project files that go into the image, {posix path relative to project_root: content}, sorted.
 
-    pyproject.toml, README.md if present, and msdbench/ without caches, dotfiles and build leftovers.
-    Read once, so the hash and the build see the same bytes.
+    pyproject.toml, setup.py and README.md if present, and msdbench/ without caches, dotfiles and build
+    leftovers (an in-place compiled extension and the C that Cython generated for it: the project's wheel
+    compiles its own). Read once, so the hash and the build see the same bytes.
     """
     project_root = Path(project_root)
     if not (project_root / "pyproject.toml").is_file() or not (project_root / "msdbench").is_dir():
         raise FileNotFoundError(f"{project_root} is not the msdbench project (no pyproject.toml or msdbench/)")
     rels = [Path("pyproject.toml")]
-    if (project_root / "README.md").is_file():
-        rels.append(Path("README.md"))
+    rels += [Path(n) for n in ("setup.py", "README.md") if (project_root / n).is_file()]
     for dirpath, dirnames, filenames in os.walk(project_root / "msdbench"):
         dirnames[:] = sorted(
             d for d in dirnames if d != "__pycache__" and not d.endswith(".egg-info") and not d.startswith(".")
         )
         for name in filenames:
-            if name.endswith((".pyc", ".pyo")) or name.startswith("."):
+            if name.endswith((".pyc", ".pyo", ".so")) or name.startswith("."):
+                continue
+            if name.endswith(".c") and name[:-2] + ".pyx" in filenames:
                 continue
             rels.append((Path(dirpath) / name).relative_to(project_root))
     return {rel.as_posix(): (project_root / rel).read_bytes() for rel in sorted(rels, key=lambda p: p.as_posix())}
