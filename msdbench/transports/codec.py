@@ -16,6 +16,11 @@ string or container must fit in what may still arrive within `Limits.max_message
 than `Limits.max_container_len` elements, nesting is bounded. So a 25-byte message declaring
 2^31 empty structs, or a 100 MiB string, is refused after its first bytes, at no cost to anyone.
 
+With the optional extension `_fastwire` built (setup.py), each of these functions is replaced by
+its compiled twin, driven by per-struct plans built here (`_Plans`): same signatures, bytes, errors
+and limits (tests/test_codec_paths.py holds one against the other); MSDBENCH_PURE_PYTHON=1 keeps
+the generated Python.
+
 Wire format: Thrift binary protocol. Requests may be strict (version word 0x8001) or non-strict
 (Apache Thrift's strict_write=False); replies are always strict, which every Apache Thrift
 reader accepts. Framing is the carrier's business (thrift_tcp detects it per connection).
