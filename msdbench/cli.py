@@ -263,8 +263,12 @@ def cmd_throughput_run(a) -> int:
         if getattr(a, key) is not None:
             settings[key] = getattr(a, key)
     SweepSettings.from_settings(settings)  # reject bad combinations before anything starts
-    cell = planning.Cell("throughput", a.platform, a.backend, a.isolation,
-                         suites.get("throughput").fixed["deployment"])
+    from msdbench.suites.base import host_settings
+    from msdbench.suites.throughput import deployment
+
+    dep = a.deployment or deployment(config, a.backend)
+    settings |= host_settings(config, dep)
+    cell = planning.Cell("throughput", a.platform, a.backend, a.isolation, dep)
     manifest = planning.plan(cell, settings)
     sweep_leftovers()
     out = Path(a.out or tempfile.mkdtemp(prefix="msdbench-run-throughput-"))
@@ -432,6 +436,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="process", choices=planning.BACKENDS)
     p.add_argument("--isolation", required=True, choices=suites.get("throughput").isolations)
     p.add_argument("--mode", default="closed", choices=("closed", "open"))
+    p.add_argument("--deployment", type=int, choices=(2, 5),
+                   help="5: the clients on the config's deployment-5 host; 2: in their own domain "
+                        "here (default: the config's throughput.deployment)")
     p.add_argument("--config", default=None,
                    help="settings not given here come from this file (default: config/config.yaml "
                         "here, else the repository's)")

@@ -16,7 +16,7 @@ from msdbench.backends.base import BackendError
 from msdbench.backends.process import ProcessBackend
 from msdbench.cell import run_cell
 from msdbench.manifest import Domain
-from msdbench.planning import ISOLATIONS, SUPPORTED_DEPLOYMENTS, Cell, _transport, plan
+from msdbench.planning import ISOLATIONS, PlanError, SUPPORTED_DEPLOYMENTS, Cell, _transport, plan
 from msdbench.planning import micro_contradiction
 from msdbench.services import KINDS
 from msdbench.services.poll import PollHandler
@@ -34,6 +34,11 @@ def _cells():
         for isolation in isolations:
             for deployment in SUPPORTED_DEPLOYMENTS:
                 if suite == "micro" and micro_contradiction(isolation, deployment):
+                    continue
+                try:  # the deployments the suite itself refuses (e.g. throughput at 1)
+                    suites.get(suite).check(Cell(suite, "linux", "process", isolation, deployment,
+                                                 0 if suite == "micro" else None))
+                except PlanError:
                     continue
                 if suites.get(suite).fixed.get("deployment", deployment) != deployment:
                     continue

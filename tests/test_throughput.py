@@ -102,9 +102,17 @@ def test_default_config_expands_throughput_sweeps():
     jobs = throughput_matrix(validate(copy.deepcopy(DEFAULT)))
     assert jobs, "the default config should run the throughput study"
     stems = {j.stem for j in jobs}
-    assert "throughput/closed/linux/process/co-located" in stems
-    for j in jobs:
-        assert j.cell.deployment == 2 and j.settings["throughput"]["mode"] == j.axes["mode"]
+    assert "throughput/closed/linux/process/co-located/d5" in stems
+    for j in jobs:  # the paper's deployment: the clients on another host (an emulated one here)
+        assert j.cell.deployment == 5 and j.settings["throughput"]["mode"] == j.axes["mode"]
+        assert j.settings["client_host"] == "edge1"
+        assert j.settings["hosts"]["edge1"]["kind"] == "netns"
+    # deployment 2 is still there for the asking; docker sweeps (no domain on another host yet) use it
+    two = throughput_matrix(validate(copy.deepcopy(DEFAULT) | {"throughput": DEFAULT["throughput"]
+                                                               | {"deployment": 2}}))
+    assert {j.cell.deployment for j in two} == {2} and "client_host" not in two[0].settings
+    docker = throughput_matrix(validate(copy.deepcopy(DEFAULT) | {"backends": ["process", "docker"]}))
+    assert {(j.cell.backend, j.cell.deployment) for j in docker} == {("process", 5), ("docker", 2)}
     closed = next(j for j in jobs if j.axes["mode"] == "closed").settings["throughput"]
     assert "rates" not in closed  # the open loop's rates do not shape the closed sweeps
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from msdbench.figures import plt, save
+from msdbench.figures import HOST_KIND_LABELS, client_kind, plt, save
 
 ISOLATIONS = ["co-located", "tiered", "isolated"]
 COLORS = {"co-located": "tab:blue", "tiered": "tab:orange", "isolated": "tab:green"}
@@ -16,11 +16,15 @@ STYLES = {"linux": "-", "specialized": "--"}
 
 
 def _lines(df: pd.DataFrame):
-    """(label, isolation, platform, rows sorted by point) of each sweep in the table."""
-    for (iso, platform), g in sorted(df.groupby(["isolation", "platform"]),
-                                     key=lambda kv: (ISOLATIONS.index(kv[0][0])
-                                                     if kv[0][0] in ISOLATIONS else 9, kv[0][1])):
-        yield f"{iso}, {platform}", iso, platform, g.sort_values("point")
+    """(label, isolation, platform, rows sorted by point) of each sweep in the table (a sweep per
+    deployment, where the table holds more than one)."""
+    deps = sorted(df["deployment"].dropna().unique()) if "deployment" in df else []
+    for (iso, platform, dep), g in sorted(
+            df.groupby(["isolation", "platform", "deployment"]),
+            key=lambda kv: (ISOLATIONS.index(kv[0][0]) if kv[0][0] in ISOLATIONS else 9,
+                            kv[0][1], kv[0][2])):
+        label = f"{iso}, {platform}" + (f", d{int(dep)}" if len(deps) > 1 else "")
+        yield label, iso, platform, g.sort_values("point")
 
 
 def _empty(ax, text: str) -> None:
@@ -54,6 +58,20 @@ def _disturbed(df: pd.DataFrame) -> list[str]:
                      f"some drawn points (median {shown['unaccounted_cpu_util'].median():.2f}; "
                      "column unaccounted_cpu_util)")
     return notes
+
+
+def where_clients(df: pd.DataFrame) -> str:
+    """Where the sweeps' clients ran, for a title: their own domain (d2) or another host (d5)."""
+    parts = []
+    for dep, g in df.groupby("deployment"):
+        if int(dep) == 2:
+            parts.append("clients in their own domain (deployment 2)")
+            continue
+        kind = client_kind(g)
+        host = g["client_host"].iloc[0] if "client_host" in g.columns else "another host"
+        parts.append(f"clients on {host} (deployment {int(dep)}, "
+                     f"{HOST_KIND_LABELS.get(kind, kind or 'another host')})")
+    return "; ".join(parts)
 
 
 def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
@@ -94,8 +112,7 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
                              textcoords="offset points", xytext=(-10, -14), fontsize=7,
                              color="red", ha="right")
         pin = ", ".join(sorted(sub["pinning"].dropna().astype(str).unique()))
-        top.set_title(f"backend: {backend}; client in its own domain (deployment 2); "
-                      f"pinning: {pin}", fontsize=9)
+        top.set_title(f"backend: {backend}; {where_clients(sub)}; pinning: {pin}", fontsize=9)
         top.set_ylabel("requests/s (all clients)")
         top.set_ylim(0, top.get_ylim()[1] * 1.12)  # room for the knee's label
         top.xaxis.set_major_locator(MaxNLocator(integer=True))

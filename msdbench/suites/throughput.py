@@ -1,21 +1,29 @@
 """The throughput study (paper 4.3, fig 11): N client processes drive BEPS through its load
-balancer, the client in its own domain. A cell is a sweep (one manifest, many points); its own
-axis is the mode (closed loop: requests/s against clients; open loop: latency against offered
-load). The sweep itself is msdbench/throughput/."""
+balancer. A cell is a sweep (one manifest, many points); its own axis is the mode (closed loop:
+requests/s against clients; open loop: latency against offered load). The sweep itself is
+msdbench/throughput/.
+
+Where the clients sit: `throughput.deployment`, 5 (the paper's: the clients on another host,
+`deployments.5.client_host`) or 2 (their own domain on this host). Absent, it is 5 when the config
+names a deployment-5 client host and 2 otherwise. A backend that cannot start a domain on another
+host (docker, for now) runs its sweeps at deployment 2; the cell path says which it was."""
 
 from __future__ import annotations
 
 from msdbench.axes import Cell
 from msdbench.suites import beps
-from msdbench.suites.base import Job, Suite, wire_settings
+from msdbench.axes import PlanError
+from msdbench.suites.base import Job, Suite, host_settings, keys_as_text, wire_settings
 
-DEPLOYMENT = 2  # the client in its own domain (the paper used 5: another host)
+DEPLOYMENTS = (2, 5)   # the clients in their own domain on this host, or on another host
+OTHER_HOST_BACKENDS = ("process",)  # backends that can start the clients' domain on another host
 MODES = ("closed", "open")
 DEFAULTS = {"pinning": "split", "clients": [1, 2, 4, 8], "pairs_per_client": 1000,
             "duration_s": None, "warmup_pairs": 50, "point_deadline_s": 120}
 
 COLUMNS = (
-    "mode", "platform", "backend", "isolation", "deployment", "pinning", "client_cpus",
+    "mode", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
+    "pinning", "client_cpus",
     "server_cpus", "point", "clients", "offered_rps", "status", "rps", "rps_sum_clients",
     "completed", "call_errors", "wall_s", "is_knee", "saturated", "is_peak", "n", "mean_us",
     "sd_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "service_p50_us",
@@ -46,6 +54,20 @@ def settings(config: dict, mode: str = "closed") -> dict:
             "throughput": sweep} | wire_settings(config)
 
 
+def deployment(config: dict, backend: str) -> int:
+    """Where a sweep's clients sit (see the module doc)."""
+    t = config.get("throughput") or {}
+    named = (keys_as_text(config).get("deployments") or {}).get("5")
+    dep = t.get("deployment", 5 if named else 2)
+    return dep if backend in OTHER_HOST_BACKENDS else 2
+
+
+def check(cell: Cell) -> None:
+    if cell.deployment not in DEPLOYMENTS:
+        raise PlanError(f"deployment: the throughput suite runs at deployment 2 or 5, "
+                        f"not {cell.deployment!r}")
+
+
 def jobs(config: dict) -> list[Job]:
     """Every sweep the config asks for (none without a `throughput` section)."""
     t = config.get("throughput") or {}
@@ -57,17 +79,18 @@ def jobs(config: dict) -> list[Job]:
                 isolations = t.get("isolations", [])
                 if mode == "open" and (t.get("open") or {}).get("isolations") is not None:
                     isolations = t["open"]["isolations"]
+                dep = deployment(config, backend)
                 for iso in isolations:
-                    out.append(Job.of(Cell("throughput", platform, backend, iso, DEPLOYMENT), s,
-                                      mode=mode))
+                    out.append(Job.of(Cell("throughput", platform, backend, iso, dep),
+                                      s | host_settings(config, dep), mode=mode))
     return out
 
 
 SUITE = Suite(
     name="throughput", title="BEPS requests/s against concurrent clients (paper fig 11)",
     isolations=beps.ISOLATIONS, services=beps.services,
-    path="throughput/{mode}/{platform}/{backend}/{isolation}", axes=("mode",), latency=False,
-    fixed={"deployment": DEPLOYMENT}, jobs=jobs, settings=settings,
+    path="throughput/{mode}/{platform}/{backend}/{isolation}/d{deployment}", axes=("mode",),
+    latency=False, check=check, jobs=jobs, settings=settings,
     plan_settings=beps.plan_settings,
     measure="msdbench.throughput.sweep:run_sweep", rows="msdbench.throughput.table:table_rows",
     lines="msdbench.throughput.table:sweep_lines", columns=COLUMNS,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from msdbench import records
 from msdbench.culprits import log_tails
+from msdbench.summary import client_host
 from msdbench.throughput.point import STATUS_FAILED, STATUS_LOST, STATUS_OK, one_point_line
 
 
@@ -17,6 +18,7 @@ def table_rows(meta_path: str | Path) -> list[dict]:
     base = dict(meta["cell"])
     base.update(pinning=meta["settings"].get("pinning"), config_hash=meta.get("config_hash"),
                 git_revision=meta.get("environment", {}).get("git_revision"))
+    base.update(client_host(records.load(meta_path)))
     placement = meta.get("placement") or {}
     base["client_cpus"] = json.dumps(placement.get("client_workers"))
     base["server_cpus"] = json.dumps(sorted({c for n, d in placement.items()
