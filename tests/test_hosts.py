@@ -369,3 +369,43 @@ def test_docker_backend_with_the_ssh_hosts_engine(tmp_path, nothing_left, engine
                     {"docker_host": url, "image": image["id"], "control_access": "ip"})
     assert meta["status"] == "ok"
     assert meta["backend_info"]["engine"]["host"] == url
+
+
+# -- the workflow with deployment 5 -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_workflow_with_deployment_5_on_an_emulated_host(workflow_copy, nothing_left):
+    """Snakemake on a tiny matrix with deployment 5 on a netns host: the tables say where the
+    client ran, the ratio table has d5/d2 per request type labelled "emulated host", and the
+    throughput sweep runs with its clients on that host."""
+    import yaml
+
+    from conftest import snakemake
+
+    from test_workflow import TINY
+
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["micro"].update(isolations=["isolated"], deployments=[2, 5], payloads=[0])
+    config["beps"]["deployments"] = [2, 5]
+    config["hosts"] = {"edge1": {"kind": "netns", "rate": "1gbit"}}
+    config["deployments"] = {5: {"client_host": "edge1"}}
+    config["throughput"]["deployment"] = 5
+    (workflow_copy / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(workflow_copy, "results/figures/", "results/tables/ratios.csv")
+    tables = workflow_copy / "results/tables"
+    for suite in ("micro", "beps"):
+        t = pd.read_csv(tables / f"{suite}.csv")
+        assert set(t["status"]) == {"ok"}
+        kinds = dict(zip(t["deployment"], t["client_host_kind"]))
+        assert kinds == {2: "local", 5: "netns"}, kinds
+    ratios = pd.read_csv(tables / "ratios.csv")
+    dep = ratios[ratios["comparison"] == "deployment"]
+    assert set(dep["op"]) == {"poll", "create_user", "subscribe", "publish", "unsubscribe",
+                              "delete_user"}
+    assert set(dep["host"]) == {"emulated host"} and (dep["ratio"] > 0).all()
+    sweep = pd.read_csv(tables / "throughput.csv")
+    assert list(sweep[["deployment", "client_host_kind", "status"]].itertuples(
+        index=False, name=None)) == [(5, "netns", "ok")]
+    raw = next((workflow_copy / "results/raw/micro").rglob("d5/p0.json"))
+    hosts = json.loads(raw.read_text())["hosts"]
+    assert hosts["edge1"]["link"]["rate"] == "1gbit" and hosts["edge1"]["link"]["qdisc"] == "tbf"
