@@ -6,6 +6,7 @@ with a message that says what to do.
 Format history:
   0 (no `format` key): written before records were versioned; the same fields as format 1
   1: the `format` key
+  2: status "failed" (a service died or stopped answering) and its `failure` (msdbench/culprits.py)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-FORMAT = 1
+FORMAT = 2
 
 
 class RecordError(ValueError):
@@ -74,8 +75,8 @@ def from_dict(d: dict, where: str = "cell record") -> CellRecord:
     if not isinstance(fmt, int) or fmt > FORMAT:
         raise RecordError(f"{where}: record format {fmt!r} is newer than this msdbench reads "
                           f"(format {FORMAT}); update msdbench or measure the cell again")
-    if fmt == 0:  # unversioned: the fields of format 1
-        d = d | {"format": 1}
+    if fmt < FORMAT:  # 0 (unversioned) and 1 hold a subset of the fields of format 2
+        d = d | {"format": FORMAT}
     try:
         return CellRecord.model_validate(d)
     except ValidationError as e:

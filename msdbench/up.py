@@ -110,7 +110,7 @@ def up(manifest: Manifest, addresses_path: str | Path, seconds: float | None = N
     addresses_path = Path(addresses_path)
     with interrupts_unwind(), work_dir("up") as work:
         backend = make_backend(manifest.backend, work, **(backend_options or {}))
-        skip = backend.unavailable_reason() if hasattr(backend, "unavailable_reason") else None
+        skip = backend.unavailable_reason()
         if skip:
             raise BackendError(skip)
         try:
@@ -125,8 +125,6 @@ def up(manifest: Manifest, addresses_path: str | Path, seconds: float | None = N
                     return 1
         finally:
             addresses_path.unlink(missing_ok=True)
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            backend.close()
     log("msdbench up: torn down")
     return 0

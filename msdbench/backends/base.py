@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from msdbench import idl
-from msdbench.hosts import HostSet
 from msdbench.culprits import LOG_TAIL_LINES
+from msdbench.hosts import HostSet
 from msdbench.manifest import Manifest
 from msdbench.transports.thrift_tcp import ThriftClient, split_address
 
