@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,9 +262,16 @@ def test_a_failed_or_interrupted_build_leaves_no_temp_dir(tmp_path, monkeypatch)
                 if str(root) in " ".join(p.info["cmdline"] or [])]
 
 
-def test_an_absent_serial_port_skips_the_cell_with_the_reason(tmp_path):
+def test_an_absent_serial_port_skips_the_cell_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))   # where the backend's temp dirs go
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None
     m, raw, meta = cell(tmp_path, "micro", "co-located", 1, "serial", port="/dev/ttyNOSUCH9")
-    result = run_cell(m, raw, meta)
+    try:
+        result = run_cell(m, raw, meta)
+    finally:
+        tempfile.tempdir = None
+    assert not list((tmp_path / "tmp").iterdir())       # nothing left behind
     assert result["status"] == "skipped"
     assert "/dev/ttyNOSUCH9" in result["reason"]
     assert json.loads(meta.read_text())["status"] == "skipped"

@@ -38,18 +38,19 @@ class DeviceBackend:
     def __init__(self, workdir=None, link: dict | None = None, faults: dict | None = None, **_):
         self.settings = LINK_DEFAULTS | (link or {})
         self.link_faults = faults or {}   # test-only: relay fault injection (relay.py)
+        self._given = workdir
         self._tmp = None
-        if workdir is None:
-            self._tmp = tempfile.mkdtemp(prefix="msdbench-device-")
-            workdir = self._tmp
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir: Path | None = None   # made at bring-up (a skipped cell makes nothing)
         self.info: dict = {}
 
     def describe(self) -> dict:
         return {"backend": "device", **self.info}
 
     def up(self, manifest: Manifest) -> "DeviceDeployment":
+        if self._given is None:
+            self._tmp = tempfile.mkdtemp(prefix="msdbench-device-")
+        self.workdir = Path(self._given or self._tmp)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         dep = DeviceDeployment(self, manifest)
         try:
             dep.start()
@@ -61,6 +62,7 @@ class DeviceBackend:
     def close(self) -> None:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
 
 def board_plan(m: Manifest) -> dict:
