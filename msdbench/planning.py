@@ -179,7 +179,8 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b], cell.backend))
              for a, b in edges_of]
 
-    settings["pinning"] = pinning
+    if not device:  # a board pins nothing: its groups share its one CPU
+        settings["pinning"] = pinning
     hosts = {"local": dict((settings.get("hosts") or {}).get("local") or {"kind": "local"})}
     if chost != "local":
         hosts[chost] = dict(chost_spec)

@@ -219,6 +219,9 @@ def test_ctrl_c_mid_cell_leaves_no_emulator_relay_or_result(tmp_path, built, no_
     try:
         deadline = time.monotonic() + 120
         while not any("msdbench.device.relay" in line for line in descendants(proc.pid).values()):
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"the cell ended before its relay started:\n{(out + err).decode()[-2000:]}")
             assert time.monotonic() < deadline, "the relay never started"
             time.sleep(0.05)
         time.sleep(1.0)   # past bring-up, into the calls
@@ -324,3 +327,16 @@ def test_one_board_cell_by_hand(tmp_path, built, no_device_leftovers):
                         "--config", str(ROOT / "config/device.yaml")], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot run on a board" in r.stderr
+
+
+def test_every_board_cell_plans_and_passes_the_checks_measure_makes():
+    from msdbench.config import check_settings, load, matrix
+
+    jobs = [j for j in matrix(load(ROOT / "config/device.yaml")) if j.cell.backend == "device"]
+    assert len(jobs) == 12
+    for job in jobs:
+        m = plan(job.cell, job.settings)
+        check_settings(m.suite, m.settings)
+        assert m.hosts["board"]["kind"] == "board"
+        assert {d.host for d in m.domains} == ({"board", "local"} if job.cell.deployment == 4
+                                                else {"board"})
