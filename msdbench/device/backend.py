@@ -43,6 +43,10 @@ class DeviceBackend:
         self.workdir: Path | None = None   # made at bring-up (a skipped cell makes nothing)
         self.info: dict = {}
 
+    def unavailable_reason(self) -> str | None:
+        """None: the board host says at bring-up whether it can be reached (HostUnavailable)."""
+        return None
+
     def describe(self) -> dict:
         return {"backend": "device", **self.info}
 
