@@ -255,14 +255,24 @@ def test_a_failed_or_interrupted_build_leaves_no_temp_dir(tmp_path, monkeypatch)
     proc = subprocess.Popen([sys.executable, "-c", code, str(src)], stderr=subprocess.PIPE,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     deadline = time.monotonic() + 120
-    while not list(root.glob(".build-*/*/ports")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(root.glob(".build-*")), "the build never started"
+    log = root / firmware.source_key(src) / "build.log"
+
+    def compiling() -> bool:   # make runs and its compilers write into the temp tree
+        return log.exists() and "CC " in log.read_text(errors="replace")
+
+    while not compiling() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert compiling() and list(root.glob(".build-*")), "the build never started compiling"
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert not list(root.glob(".build-*"))
-    assert not [p for p in psutil.process_iter(["cmdline"])
-                if str(root) in " ".join(p.info["cmdline"] or [])]
+
+    def in_tree(p) -> bool:   # make and its compilers run inside the temp tree
+        try:
+            return p.cwd().startswith(str(root))
+        except psutil.Error:
+            return False
+    assert not [p.pid for p in psutil.process_iter() if in_tree(p)]
 
 
 def test_an_absent_serial_port_skips_the_cell_with_the_reason(tmp_path, monkeypatch):
