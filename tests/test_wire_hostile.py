@@ -166,6 +166,26 @@ def test_a_100_mib_payload_is_refused_at_its_length(linux_service):
     other.close()
 
 
+def test_memory_follows_bytes_that_arrive_not_declared_lengths(linux_service):
+    """30 connections each declare a 15 MiB string (under max_message_bytes) and send 64 KiB of
+    it: the service holds about what arrived, not 30 x 15 MiB, and still answers."""
+    suite, dep, edge = linux_service
+    host, port = edge.address.rsplit(":", 1)
+    method = "poll" if suite == "micro" else "create_user"
+    rss0 = _rss(dep, edge.callee)
+    socks = []
+    for _ in range(30):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(_call(method, b"\x0b\x00\x01" + _i32(15 << 20)) + b"\xa5" * (64 << 10))
+        socks.append(s)
+    fresh = _fresh(edge, suite)
+    assert _answers(fresh, suite)  # by now the service has read what was sent
+    assert _rss(dep, edge.callee) - rss0 < 30 * (15 << 20) // 4, "buffers sized by declared lengths"
+    for s in socks:
+        s.close()
+    fresh.close()
+
+
 def test_a_slow_or_stuck_peer_does_not_slow_others(linux_service):
     """Half a message (a slow sender), and the container bomb sent in a loop from a thread:
     a correct client on its own connection is still answered every time."""

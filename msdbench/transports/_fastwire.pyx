@@ -695,7 +695,7 @@ cdef object readable(srv, c, int fd, dict table):
         srv._after_read(c, True)
         return None
     c.have = 0
-    if len(buf) > 65536:
+    if cap > 1048576:  # thrift_tcp.KEEP_SIZE: a large buffer shrinks back after use
         srv._make_room(c, 0, 0)
     try:
         value = fn(*args)
@@ -786,8 +786,8 @@ cdef class TcpMethod:
                 need = e.need
                 if need > self.lim + 4:
                     raise
-                if need > cap:
-                    nb = bytearray(max(need, 2 * cap))
+                if have == cap:  # full: grow with what arrives, at most twice
+                    nb = bytearray(min(need, 2 * cap))
                     nb[:have] = buf[:have]
                     buf = nb
                     self.state[0] = buf

@@ -40,6 +40,8 @@ from msdbench.transports.codec import (CALL, DEFAULT_LIMITS, ONEWAY, Incomplete,
 
 DEFAULT_MAX_CONNECTIONS = 1024
 RECV_SIZE = 64 * 1024      # a connection's buffer to start with, and what it shrinks back to
+KEEP_SIZE = 1 << 20        # a buffer grown up to this stays (a 64 KiB list call every time must not
+                           # cost an mmap/munmap pair per call); a larger one shrinks after use
 _EPOLLIN, _EPOLLOUT, _ONESHOT = select.EPOLLIN, select.EPOLLOUT, select.EPOLLONESHOT
 _STRUCT = 12
 
@@ -327,14 +329,18 @@ class ThriftServer:
         return True
 
     def _make_room(self, c: _Conn, p: int, need: int) -> None:
-        """Drop the consumed bytes [0:p]; grow the buffer to `need` bytes (from p) if short, or
-        shrink it back after a large message."""
+        """Drop the consumed bytes [0:p]; make the buffer larger when it is full and the message
+        needs more (at most twice its size: memory follows the bytes that really arrived, never
+        a declared length), or shrink it back after a large message."""
         left = c.have - p
         size = len(c.buf)
-        want = max(RECV_SIZE, need - p, left)
-        if want > size or (size > RECV_SIZE and want <= RECV_SIZE):
-            new = bytearray(max(want, min(2 * size, self.limits.max_message_bytes + 4))
-                            if want > size else RECV_SIZE)
+        if left >= size and need - p > size:
+            new = bytearray(min(need - p, 2 * size))
+        elif size > KEEP_SIZE and max(need - p, left) <= RECV_SIZE:
+            new = bytearray(RECV_SIZE)
+        else:
+            new = None
+        if new is not None:
             new[:left] = c.buf[p:c.have]
             c.buf = new
         elif p and left:
@@ -507,11 +513,11 @@ def _client_method(codec, m, sock: socket.socket, state: list):
                     return decode_result(buf, plen, have, lim)[0]
                 return codec.unusual_reply(name, buf, have, lim)
             except Incomplete as e:
-                if e.need > len(buf):
-                    if e.need > lim:
+                if have == len(buf):  # full: grow with what arrives, at most twice
+                    if e.need > lim + 4:
                         raise TTransportException(TTransportException.UNKNOWN,
                                                   f"{name}: reply exceeds {lim} bytes")
-                    new = bytearray(max(e.need, 2 * len(buf)))
+                    new = bytearray(min(e.need, 2 * len(buf)))
                     new[:have] = buf[:have]
                     buf = state[0] = new
                 n = recv_into(memoryview(buf)[have:])
