@@ -1,0 +1,174 @@
+"""The `vm` host kind: a QEMU guest that msdbench builds and boots, itself placed on a host.
+
+    hosts:
+      vm1: {kind: vm, on: local}        # deployment 3: the client's VM on the server's host
+      vm2: {kind: vm, on: edge1}        # deployment 4: the VM on another (netns) host
+
+`up()` boots a guest from the cached image (msdbench.vm.image; built by the build_image rule,
+or here if missing), with the accelerator `accel` resolves to (msdbench.vm.accel: KVM only
+where a guest really boots under it), QEMU pinned to `cpus`, virtio-net on a tap on a bridge of
+the VM's host (msdbench.vm.net), and waits for the guest's agent. The host's address is the
+guest's; the process backend starts domains in it through `command()` (msdbench.vm.relay), the
+same `python -m msdbench.domain` as everywhere. `down()` ends QEMU and removes tap, bridge and
+the state directory; on a VM host `on` a netns host, that host is brought up first and taken
+down last (by this host: it is the VM's, not the cell's).
+
+If QEMU ends while the cell runs (killed, crashed), a watchdog cuts this process's connections
+into the guest at once, so the waiting call fails now, naming the VM, instead of after TCP's
+retransmission timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import psutil
+
+from msdbench.hosts import Host, HostError, HostUnavailable, make_host
+from msdbench.vm.guest import ACCEL_LABELS, BOOT_TIMEOUT_S, Guest, GuestError
+
+PARENT_KINDS = ("local", "netns")
+
+
+class VmHost(Host):
+    kind = "vm"
+    FIELDS = {
+        "on": "the host the VM runs on: local (deployment 3) or a netns host (deployment 4)",
+        "on_host": "that host's own entry (planning copies it from `hosts:`)",
+        "accel": "auto (KVM if a guest really boots under it, else TCG), kvm or tcg",
+        "cpus": "host CPUs QEMU (vCPU and its own threads) is pinned to; planning sets the "
+                "client domain's",
+        "boot_timeout_s": f"seconds the guest may take to answer (default {BOOT_TIMEOUT_S})",
+    }
+
+    def __init__(self, name: str, spec: dict):
+        super().__init__(name, spec)
+        self.guest: Guest | None = None
+        self.parent: Host | None = None
+        self.died: str | None = None
+        self._stopping = threading.Event()
+        self._work: Path | None = None
+
+    def check_spec(self) -> None:
+        on = self.spec.get("on", "local")
+        if not isinstance(on, str):
+            raise HostError(f"{self.field('on')}: {on!r} must be a host name")
+        accel = self.spec.get("accel", "auto")
+        if accel not in ("auto", "kvm", "tcg"):
+            raise HostError(f"{self.field('accel')}: {accel!r} is not one of 'auto', 'kvm', 'tcg'")
+        if on != "local":
+            parent = make_host(on, self.spec.get("on_host"))
+            if parent.kind not in PARENT_KINDS:
+                raise HostError(f"{self.field('on')}: {on!r} is kind {parent.kind!r}; a VM runs on "
+                                f"one of {PARENT_KINDS} (QEMU on an ssh host is not built)")
+        cpus = self.spec.get("cpus")
+        if cpus is not None and not (isinstance(cpus, list) and all(isinstance(c, int) for c in cpus)):
+            raise HostError(f"{self.field('cpus')}: {cpus!r} must be a list of CPU numbers or null")
+        timeout = self.spec.get("boot_timeout_s")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise HostError(f"{self.field('boot_timeout_s')}: {timeout!r} must be a number > 0")
+
+    def where(self) -> str:
+        if self.guest is None:
+            return f"host {self.name!r} (vm)"
+        ended = f"; QEMU ended: {self.died}" if self.died else ""
+        return f"host {self.name!r} ({self.guest.label}{ended})"
+
+    # -- up and down -------------------------------------------------------------------------
+    def up(self) -> None:
+        import tempfile
+
+        from msdbench.vm import accel as accel_mod
+        from msdbench.vm.image import ImageBuildError, ensure_image, project_root
+
+        if os.geteuid() != 0:
+            raise HostUnavailable(f"{self.where()}: booting a VM needs root (tap devices, bridges)")
+        try:
+            image = ensure_image(project_root(), log=lambda m: print(m, file=sys.stderr, flush=True))
+            accel, _ = accel_mod.resolve(self.spec.get("accel", "auto"), image,
+                                         log=lambda m: print(m, file=sys.stderr, flush=True))
+        except (ImageBuildError, FileNotFoundError) as e:
+            raise HostUnavailable(f"{self.where()}: no guest image: {e}") from None
+        on = self.spec.get("on", "local")
+        netns = via = None
+        if on != "local":
+            self.parent = make_host(on, self.spec.get("on_host"))
+            self.parent.up()
+            netns, via = self.parent.netns, self.parent.address
+        self._work = Path(tempfile.mkdtemp(prefix=f"msdbench-vm-{self.name}-"))
+        self.guest = Guest(self.name, image, accel, self._work, self.spec.get("cpus"), netns, via,
+                           self.spec.get("boot_timeout_s"))
+        try:
+            self.guest.boot()
+        except BaseException:
+            self.down()
+            raise
+        self.address = self.guest.link.guest_ip
+        threading.Thread(target=self._watch, daemon=True, name=f"vm-{self.name}-watchdog").start()
+
+    def _watch(self) -> None:
+        proc = self.guest.proc
+        rc = proc.wait()
+        if self._stopping.is_set():
+            return
+        from msdbench.lifetime import exit_status
+
+        self.died = exit_status(rc)
+        print(f"msdbench: {self.where()}: QEMU ended while the cell ran", file=sys.stderr, flush=True)
+        cut_connections(self.guest.link.guest_ip)
+
+    def down(self) -> None:
+        self._stopping.set()
+        if self.guest is not None:
+            self.guest.shutdown()
+            console = self.guest.console_tail(10_000)
+            if self.died or os.environ.get("MSDBENCH_VM_CONSOLE"):
+                print(f"--- console of {self.guest.label} ---\n{console}", file=sys.stderr, flush=True)
+        if self.parent is not None:
+            self.parent.down()
+            self.parent = None
+        if self._work is not None:
+            import shutil
+
+            self._work_console = None
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    # -- running things there ----------------------------------------------------------------
+    def command(self, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "msdbench.vm.relay", self.address, uuid.uuid4().hex[:12],
+                "--", "python", *args]
+
+    def facts(self) -> dict:
+        out = {"kind": self.kind, "address": self.address, "on": self.spec.get("on", "local")}
+        if self.guest is not None:
+            d = self.guest.describe()
+            out.update(accel=d["accel"], accel_label=d["accel_label"], vm=d,
+                       kernel=(d["guest"] or {}).get("kernel"), python=(d["guest"] or {}).get("python"),
+                       msdbench=(d["guest"] or {}).get("msdbench"))
+        if self.parent is not None:
+            out["on_host"] = self.parent.facts()
+        if self.died:
+            out["died"] = self.died
+        return out
+
+
+def cut_connections(peer_ip: str) -> int:
+    """Shut down every TCP connection of this process to peer_ip (a guest that is gone): the
+    threads blocked on them see the connection end now. Returns how many were cut."""
+    cut = 0
+    for c in psutil.Process().net_connections(kind="tcp"):
+        if c.raddr and c.raddr.ip == peer_ip and c.fd >= 0:
+            try:
+                s = socket.socket(fileno=os.dup(c.fd))
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+                cut += 1
+            except OSError:
+                pass
+    return cut
