@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-OTHER_HOST_DEPLOYMENTS = (5,)  # the client's domain on the host named by settings["client_host"]
+OTHER_HOST_DEPLOYMENTS = (3, 4, 5)  # the client's domain on the host named by settings["client_host"]
 
 
 class PlanError(ValueError):

@@ -23,7 +23,13 @@ DEPLOYMENTS = {
     4: "client in a VM on another host",
     5: "client on another host, bare metal",
 }
-SUPPORTED_DEPLOYMENTS = (1, 2, 5)
+SUPPORTED_DEPLOYMENTS = (1, 2, 3, 4, 5)
+# What the client's host must be, per deployment: (allowed kinds, where a VM must run, example entry)
+CLIENT_HOST_KINDS = {
+    3: (("vm",), "local", "{kind: vm, on: local}"),
+    4: (("vm",), "other", "{kind: vm, on: edge1} (edge1 a netns host)"),
+    5: (("netns", "ssh"), None, "{kind: netns} (or kind ssh)"),
+}
 # On a board (the device backend) the client sits in the entry service's group (1), in a group of
 # its own (2), or on another node across the serial link (4).
 DEVICE_DEPLOYMENTS = (1, 2, 4)
@@ -51,11 +57,7 @@ def check_cell(cell: Cell) -> None:
                             "backend runs 'specialized': direct calls in a group, marshalled "
                             "calls across groups, the serial link across nodes)")
         choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
-    elif cell.deployment not in SUPPORTED_DEPLOYMENTS:
-        raise PlanError(
-            f"deployment: {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs a VM, which "
-            f"no host kind provides yet; supported deployments: {list(SUPPORTED_DEPLOYMENTS)}")
-    if cell.deployment in OTHER_HOST_DEPLOYMENTS and cell.backend != "process":
+    elif cell.deployment in OTHER_HOST_DEPLOYMENTS and cell.backend != "process":
         raise PlanError(
             f"deployment {cell.deployment} with backend {cell.backend!r}: a domain on another "
             "host is started by the process backend only (a container there would need that "
@@ -117,32 +119,43 @@ def _cpus(pinning: str, is_client_only: bool) -> list[int] | None:
 def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
     """Mapping 2, for the deployments on another host: which host the client goes to and its
     entry (config: `deployments: {5: {client_host: NAME}}` and `hosts: {NAME: {kind: ...}}`)."""
-    from msdbench.hosts import HostError, make_host
+    from msdbench.hosts import HostError, host_entry, make_host
 
-    if cell.deployment not in OTHER_HOST_DEPLOYMENTS:
-        return "local", {}
+    if cell.deployment not in OTHER_HOST_DEPLOYMENTS or cell.backend == "device":
+        return "local", {}  # a board's deployment 4 is another node on its serial link
     name = settings.get("client_host")
     hosts = settings.get("hosts") or {}
+    kinds, vm_on, example = CLIENT_HOST_KINDS[cell.deployment]
     if not name:
         raise PlanError(f"deployment {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) needs the "
-                        f"other host named: `deployments: {{{cell.deployment}: {{client_host: "
-                        "NAME}}` and `hosts: {NAME: {kind: netns}}` (or kind ssh)")
+                        f"client's host named: `deployments: {{{cell.deployment}: {{client_host: "
+                        f"NAME}}}}` and `hosts: {{NAME: {example}}}`")
     if name not in hosts or name == "local":
         raise PlanError(f"deployments.{cell.deployment}.client_host: {name!r} is not a host of "
                         f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
+    spec = host_entry(dict(hosts[name]))
+    on = spec.get("on", "local")
+    if spec.get("kind") == "vm" and on != "local" and on in hosts:
+        spec["on_host"] = dict(hosts[on])  # the VM's own host, brought up by the VM host
     try:
-        host = make_host(name, hosts[name])
+        host = make_host(name, spec)
     except HostError as e:
         raise PlanError(str(e)) from None
-    if host.kind == "local":
-        raise PlanError(f"deployments.{cell.deployment}.client_host: {name!r} is kind 'local' "
-                        "(this machine): the client's host must be another host (netns or ssh)")
-    return name, hosts[name]
+    if host.kind not in kinds:
+        raise PlanError(f"deployments.{cell.deployment}.client_host: {name!r} is kind {host.kind!r}; "
+                        f"deployment {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) puts the "
+                        f"client on a host of kind {' or '.join(map(repr, kinds))}: {example}")
+    if host.kind == "vm" and (on == "local") != (vm_on == "local"):
+        raise PlanError(f"hosts.{name}.on: {on!r}; deployment {cell.deployment} "
+                        f"({DEPLOYMENTS[cell.deployment]}) needs a VM "
+                        + ("on local (this machine)" if vm_on == "local" else
+                           "on another host (a netns host's name)"))
+    return name, spec
 
 
 def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
-    payload_mode, and for deployment 5 `client_host` and its `hosts` entry); they are copied into
+    payload_mode, and for deployments 3-5 `client_host` and its `hosts` entry); they are copied into
     the manifest for the driver and the record."""
     settings = dict(settings or {})
     check_cell(cell)
@@ -184,6 +197,8 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     hosts = {"local": dict((settings.get("hosts") or {}).get("local") or {"kind": "local"})}
     if chost != "local":
         hosts[chost] = dict(chost_spec)
+        if hosts[chost].get("kind") == "vm":  # QEMU runs where the client would have run
+            hosts[chost].setdefault("cpus", by_name["client"].cpus)
     if device:  # the board is a host (kind board); the link's settings go to the backend
         from msdbench.hosts.board import BoardHost
 

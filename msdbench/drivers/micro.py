@@ -56,8 +56,9 @@ def run(spec: dict, connect) -> dict:
             raise
     stub.close()
     cols = {"warmup": np.arange(total) < warmup, "e2e_ns": end - start}
-    if same_clock():
+    split = same_clock() and spec.get("shared_clock", True)
+    if split:
         cols["call_ns"] = stamp - start
         cols["return_ns"] = end - stamp
-    return {"samples": {"poll": columns(**cols)}, "clock_split": same_clock(),
+    return {"samples": {"poll": columns(**cols)}, "clock_split": split,
             "wire_bytes": size if mode == "binary" else 8 * size}

@@ -10,6 +10,8 @@ A backend says what realises a domain (an OS process, a container); a host kind 
           same version (checked at bring-up; see msdbench/hosts/ssh.py)
   board   a MicroPython board (real or emulated): the device backend's groups run there
           (msdbench/hosts/board.py)
+  vm      a QEMU guest msdbench builds and boots, itself on a host (`on:` local or a netns host;
+          see msdbench/vm/host.py): deployments 3 and 4
 
 backend x host kind is a matrix, not a list of special cases: the process backend asks the host
 for the command line that runs a Python module there (`command`) and for the address its domains
@@ -102,8 +104,9 @@ def _kinds() -> dict[str, type[Host]]:
     from msdbench.hosts.local import LocalHost
     from msdbench.hosts.netns import NetnsHost
     from msdbench.hosts.ssh import SshHost
+    from msdbench.vm.host import VmHost
 
-    return {k.kind: k for k in (LocalHost, NetnsHost, SshHost, BoardHost)}
+    return {k.kind: k for k in (LocalHost, NetnsHost, SshHost, BoardHost, VmHost)}
 
 
 KINDS: dict[str, type[Host]] = {}
@@ -115,10 +118,19 @@ def kinds() -> dict[str, type[Host]]:
     return KINDS
 
 
+def host_entry(spec):
+    """A host's config entry as written: YAML 1.1 (pyyaml, so Snakemake's config too) reads the
+    key `on` (a VM's host) as the boolean true, and JSON then spells it "true"; take it back."""
+    if not isinstance(spec, dict):
+        return spec
+    return {("on" if k is True or k == "true" else k): v for k, v in spec.items()}
+
+
 def make_host(name: str, spec: dict | None) -> Host:
     """A host object from its config entry; HostError (naming host and field) if it is wrong."""
     if not HOST_NAME.match(str(name)):
         raise HostError(f"hosts.{name}: a host name is 1-16 of a-z, 0-9 and '-', starting with a letter")
+    spec = host_entry(spec)
     if not isinstance(spec, dict):
         raise HostError(f"hosts.{name}: expected a mapping with at least `kind`")
     kind = spec.get("kind", "local")

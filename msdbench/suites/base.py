@@ -64,7 +64,13 @@ def host_settings(config: dict, deployment: int) -> dict:
     if name is not None and (name not in hosts or name == "local"):
         raise PlanError(f"'deployments.{deployment}.client_host': {name!r} is not a host of "
                         f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
+    from msdbench.hosts import host_entry
+
+    hosts = {k: host_entry(v) for k, v in hosts.items()}
     out = {"client_host": name, "hosts": {name: hosts[name]} if name in hosts else {}}
+    on = (hosts.get(name) or {}).get("on")  # a VM's own host (deployment 4)
+    if on in hosts:
+        out["hosts"][on] = hosts[on]
     if "local" in hosts:
         out["hosts"]["local"] = hosts["local"]
     return out

@@ -46,11 +46,20 @@ def jobs(config: dict) -> list[Job]:
             if not contradiction(iso, dep) for payload in sc.get("payloads", [])]
 
 
+def shares_clock(m: Manifest) -> bool:
+    """Whether the client reads the server side's clock (poll's reply is its monotonic time):
+    true on this machine and in its namespaces; a VM's or a remote host's clock is its own, so
+    there the round trip has no call/return split."""
+    kinds = {name: (entry or {}).get("kind", "local") for name, entry in (m.hosts or {}).items()}
+    return all(kinds.get(d.host, "local") in ("local", "netns") for d in m.domains)
+
+
 def driver_spec(m: Manifest) -> dict:
     s = m.settings
     return driver_base(m, "micro") | {
         "payload": s["payload"], "payload_mode": s.get("payload_mode", "binary"),
-        "requests": s.get("requests", 1000), "warmup": s.get("warmup", 1000)}
+        "requests": s.get("requests", 1000), "warmup": s.get("warmup", 1000),
+        "shared_clock": shares_clock(m)}
 
 
 def row_fields(record) -> dict:

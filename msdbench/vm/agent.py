@@ -12,7 +12,11 @@ sends one JSON line:
   {"op": "log", "id": ID, "lines": N}    -> {"exit": null | "exit code 1" | ..., "tail": "..."}
 
 Answers carry "ok"; a failed request answers {"ok": false, "error": "..."}. The host starts
-`python -m msdbench.domain ...` this way, the same program every backend runs. As PID 1 the agent
+`python -m msdbench.domain ...` this way, the same program every backend runs. The agent imports
+the domain runtime, its drivers and the IDL before it answers its first hello, and starts such a
+command by forking itself (its child then runs `msdbench.domain.main`, as `python -m` would): an
+emulated guest spends ~10 s importing numpy and thriftpy2 and parsing the IDL, once per boot
+instead of once per domain. As PID 1 the agent
 waits for what it started (domains start no processes of
 their own, so no orphans to reap); if it dies, the kernel panics and QEMU (-no-reboot) exits.
 """
@@ -31,6 +35,66 @@ from pathlib import Path
 PORT = 7100
 WORK = Path("/tmp/msdbench")
 ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+DOMAIN_MODULE = "msdbench.domain"
+PRELOAD = ("msdbench.domain", "msdbench.drivers.micro", "msdbench.drivers.beps",
+           "msdbench.drivers.beps_workload", "msdbench.services.poll", "msdbench.services.beps",
+           "msdbench.transports.bindings", "numpy")
+
+
+def preload() -> None:
+    import importlib
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from msdbench import idl
+
+    for name in ("control", "poll", "beps"):
+        idl.load(name)
+
+
+class Forked:
+    """A forked child, with the part of Popen's interface the agent uses."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _fork_domain(args: list[str], conn: socket.socket, log_path: Path) -> Forked:
+    """`python -m msdbench.domain ARGS` without a new interpreter: a child of this (preloaded)
+    process with the connection as stdin and stdout and the log as stderr."""
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        os.setsid()
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(conn.fileno(), 0)
+        os.dup2(conn.fileno(), 1)
+        os.dup2(log, 2)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        from msdbench.domain import main
+
+        sys.argv = [DOMAIN_MODULE, *args]
+        code = main(args)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the child must never return into the agent
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
 
 
 def _status(rc: int | None) -> str | None:
@@ -53,7 +117,7 @@ def _read_line(conn: socket.socket) -> bytes:
 class Agent:
     def __init__(self, address: str):
         self.address = address
-        self.children: dict[str, subprocess.Popen] = {}
+        self.children: dict[str, subprocess.Popen | Forked] = {}
         self.lock = threading.Lock()
 
     def hello(self, req: dict, conn: socket.socket) -> dict:
@@ -74,10 +138,13 @@ class Agent:
         if not ident or not set(ident) <= ID_CHARS:
             raise ValueError(f"id: {ident!r} must be made of a-z, 0-9, '-' and '_'")
         WORK.mkdir(parents=True, exist_ok=True)
-        with open(WORK / f"{ident}.log", "wb") as log:
-            proc = subprocess.Popen([str(a) for a in req["argv"]], stdin=conn.fileno(),
-                                    stdout=conn.fileno(), stderr=log, cwd="/tmp",
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        argv = [str(a) for a in req["argv"]]
+        if argv[1:3] == ["-m", DOMAIN_MODULE]:
+            proc = _fork_domain(argv[3:], conn, WORK / f"{ident}.log")
+        else:
+            with open(WORK / f"{ident}.log", "wb") as log:
+                proc = subprocess.Popen(argv, stdin=conn.fileno(), stdout=conn.fileno(), stderr=log,
+                                        cwd="/tmp", env=dict(os.environ, PYTHONUNBUFFERED="1"))
         with self.lock:
             self.children[ident] = proc
 
@@ -108,7 +175,7 @@ class Agent:
             conn.sendall(json.dumps(answer).encode() + b"\n")
 
     def serve(self) -> None:
-        srv = socket.create_server((self.address, PORT))
+        srv = socket.create_server(("0.0.0.0", PORT))
         print(f"msdbench-agent: listening on {self.address}:{PORT}", file=sys.stderr, flush=True)
         while True:
             conn, _ = srv.accept()
@@ -116,4 +183,5 @@ class Agent:
 
 
 if __name__ == "__main__":
+    preload()
     Agent(sys.argv[1]).serve()

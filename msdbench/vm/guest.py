@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from msdbench.backends.base import BackendError
 from msdbench.lifetime import die_with_parent, exit_status
 from msdbench.vm import net
 from msdbench.vm.agent import PORT as AGENT_PORT
@@ -32,7 +33,7 @@ MEMORY_MB = 512
 BOOT_TIMEOUT_S = {"kvm": 60.0, "tcg": 180.0}
 
 
-class GuestError(RuntimeError):
+class GuestError(BackendError):
     """The guest did not boot, died, or its agent refused; the message names the VM."""
 
 

@@ -61,8 +61,8 @@ class VmHost(Host):
         accel = self.spec.get("accel", "auto")
         if accel not in ("auto", "kvm", "tcg"):
             raise HostError(f"{self.field('accel')}: {accel!r} is not one of 'auto', 'kvm', 'tcg'")
-        if on != "local":
-            parent = make_host(on, self.spec.get("on_host"))
+        if on != "local" and "on_host" in self.spec:  # planning copies it (and checks `on` exists)
+            parent = make_host(on, self.spec["on_host"])
             if parent.kind not in PARENT_KINDS:
                 raise HostError(f"{self.field('on')}: {on!r} is kind {parent.kind!r}; a VM runs on "
                                 f"one of {PARENT_KINDS} (QEMU on an ssh host is not built)")
@@ -97,7 +97,9 @@ class VmHost(Host):
         on = self.spec.get("on", "local")
         netns = via = None
         if on != "local":
-            self.parent = make_host(on, self.spec.get("on_host"))
+            if not isinstance(self.spec.get("on_host"), dict):
+                raise HostError(f"{self.field('on')}: {on!r} is not a host of `hosts:`")
+            self.parent = make_host(on, self.spec["on_host"])
             self.parent.up()
             netns, via = self.parent.netns, self.parent.address
         self._work = Path(tempfile.mkdtemp(prefix=f"msdbench-vm-{self.name}-"))
@@ -135,7 +137,6 @@ class VmHost(Host):
         if self._work is not None:
             import shutil
 
-            self._work_console = None
             shutil.rmtree(self._work, ignore_errors=True)
             self._work = None
 

@@ -1,6 +1,6 @@
 """The guest's network path: a tap device on a bridge of the host the VM is placed on.
 
-Each booted guest gets its own bridge ``msdv<id>b`` holding a /30 from 10.213.0.0/16: the bridge
+Each booted guest gets its own bridge ``msdv<id>b`` holding a /30 from 10.214.0.0/16: the bridge
 has the first address (the host side, where the server side listens for the guest), the guest the
 second (from the kernel command line), and the tap ``msdv<id>t`` that QEMU's virtio-net uses is the
 bridge's port. A real network path (virtio-net, tap, bridge, the host's IP stack); no user-mode
@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 PREFIX = "msdv"
-SUBNET = ipaddress.ip_network("10.213.0.0/16")
+SUBNET = ipaddress.ip_network("10.214.0.0/16")  # apart from the netns hosts' 10.213.0.0/16
 STATE_ROOT = Path(os.environ.get("MSDBENCH_VM_STATE", "/run/msdbench/vm"))
 
 
