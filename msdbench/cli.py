@@ -160,6 +160,11 @@ def cmd_image(a) -> int:
 
         print(json.dumps(write_stamp(a.out, a.board, a.micropython), indent=2))
         return 0
+    if a.backend == "vm":  # not a backend: the guest image of the vm host kind
+        from msdbench.vm.stamp import write_stamp
+
+        print(json.dumps(write_stamp(a.out), indent=2))
+        return 0
     if a.backend == "process":
         from msdbench.stamp import write_stamp
 
@@ -382,7 +387,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_measure)
 
     p = sub.add_parser("image", help="(rule build_image) build or stamp what a backend runs")
-    p.add_argument("backend", choices=planning.BACKENDS)
+    p.add_argument("backend", choices=planning.BACKENDS + ("vm",),
+                   help="a backend, or vm: the guest image of the vm host kind (deployments 3, 4)")
     p.add_argument("--out", required=True, help="the stamp (JSON) the cells depend on")
     p.add_argument("--docker-host")
     p.add_argument("--board", default="emulated", choices=("emulated", "serial", "unix"),

@@ -135,7 +135,10 @@ def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
                         f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
     spec = host_entry(dict(hosts[name]))
     on = spec.get("on", "local")
-    if spec.get("kind") == "vm" and on != "local" and on in hosts:
+    if spec.get("kind") == "vm" and on != "local":
+        if on not in hosts:
+            raise PlanError(f"hosts.{name}.on: {on!r} is not a host of `hosts:` "
+                            f"(defined: {sorted(hosts)})")
         spec["on_host"] = dict(hosts[on])  # the VM's own host, brought up by the VM host
     try:
         host = make_host(name, spec)

@@ -56,10 +56,50 @@ def test_split_pinning_puts_client_apart():
     assert all(d.cpus == [1] for d in m.domains if d.name != "client")
 
 
-@pytest.mark.parametrize("deployment", [3, 4])
-def test_unsupported_deployments_are_named(deployment):
-    with pytest.raises(PlanError, match=f"deployment: {deployment} .*needs a VM.*supported deployments: \\[1, 2, 5\\]"):
-        plan(Cell("beps", "linux", "process", "tiered", deployment))
+VM1 = {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm", "on": "local"}}}
+VM2 = {"client_host": "vm2", "hosts": {"vm2": {"kind": "vm", "on": "edge1"},
+                                      "edge1": {"kind": "netns", "rate": "1gbit"}}}
+
+
+@pytest.mark.parametrize("pinning,qemu_cpus", [("same-core", [0]), ("split", [0]), ("none", None)])
+def test_deployment_3_puts_the_client_in_a_vm_pinned_where_the_client_would_run(pinning, qemu_cpus):
+    m = plan(Cell("micro", "specialized", "process", "isolated", 3, 64), VM1 | {"pinning": pinning})
+    assert m.client_domain().host == "vm1" and {d.host for d in m.server_domains()} == {"local"}
+    assert m.hosts["vm1"] == {"kind": "vm", "on": "local", "cpus": qemu_cpus}
+    (edge,) = m.edges_from("client")
+    assert edge.transport == "thrift-tcp"  # across hosts, whatever the platform
+
+
+def test_deployment_4_carries_the_vms_own_host_entry():
+    m = plan(Cell("beps", "linux", "process", "tiered", 4), VM2)
+    assert m.client_domain().host == "vm2"
+    assert m.hosts["vm2"]["on_host"] == {"kind": "netns", "rate": "1gbit"}
+    assert "edge1" not in m.hosts  # the VM brings its own host up (it is the VM's, not the cell's)
+
+
+@pytest.mark.parametrize("deployment,settings,match", [
+    (3, {}, "deployment 3 .*client_host: NAME.*kind: vm, on: local"),
+    (4, {}, "deployment 4 .*client_host: NAME.*kind: vm, on: edge1"),
+    (3, VM2, "hosts.vm2.on: 'edge1'; deployment 3 .*on local"),
+    (4, VM1, "hosts.vm1.on: 'local'; deployment 4 .*on another host"),
+    (3, {"client_host": "e", "hosts": {"e": {"kind": "netns"}}}, "'e' is kind 'netns'.*'vm'"),
+    (5, VM1, "'vm1' is kind 'vm'; deployment 5 .*'netns' or 'ssh'"),
+    (4, {"client_host": "vm2", "hosts": {"vm2": {"kind": "vm", "on": "edge9"}}}, "hosts.vm2.on: 'edge9' is not a host"),
+    (3, {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm", "accel": "hvf"}}}, "hosts.vm1.accel: 'hvf'.*'auto', 'kvm', 'tcg'"),
+    (3, {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm", "boot": "warm"}}}, "hosts.vm1.boot: 'warm'.*'restore', 'cold'"),
+])
+def test_vm_deployments_without_a_usable_vm_are_named(deployment, settings, match):
+    with pytest.raises(PlanError, match=match):
+        plan(Cell("beps", "linux", "process", "tiered", deployment), settings)
+
+
+def test_yaml_reads_on_as_true_and_the_vm_still_finds_its_host():
+    import yaml
+
+    hosts = yaml.safe_load("vm2: {kind: vm, on: edge1}\nedge1: {kind: netns}")
+    assert True in hosts["vm2"]  # YAML 1.1: `on` is a boolean
+    m = plan(Cell("beps", "linux", "process", "tiered", 4), {"client_host": "vm2", "hosts": hosts})
+    assert m.hosts["vm2"]["on"] == "edge1" and m.hosts["vm2"]["on_host"] == {"kind": "netns"}
 
 
 EDGE = {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns", "rate": "1gbit"}}}

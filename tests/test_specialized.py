@@ -53,9 +53,11 @@ def _cells():
 @pytest.mark.parametrize("platform", ["linux", "specialized"])
 @pytest.mark.parametrize("suite,isolation,deployment", list(_cells()))
 def test_every_edge_gets_the_binding_its_placement_allows(suite, isolation, deployment, platform):
-    other_host = {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns"}}}
+    other_host = {3: {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm"}}},
+                  4: {"client_host": "vm2", "hosts": {"vm2": {"kind": "vm", "on": "e"}, "e": {"kind": "netns"}}},
+                  5: {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns"}}}}
     m = plan(Cell(suite, platform, "process", isolation, deployment, 0 if suite == "micro" else None),
-             {"workers": 3} | (other_host if deployment == 5 else {}))
+             {"workers": 3} | other_host.get(deployment, {}))
     assert m.edges, "a manifest without edges"
     domain_of = {s.name: s.domain for s in m.services}
     host_of = {d.name: d.host for d in m.domains}

@@ -11,6 +11,10 @@ sends one JSON line:
                                             process's stdin and stdout, like `ssh host cmd` would
   {"op": "log", "id": ID, "lines": N}    -> {"exit": null | "exit code 1" | ..., "tail": "..."}
 
+On its second serial port (/dev/ttyS1; the host's end is a Unix socket) it takes one request,
+{"op": "readdress", "address": "A.B.C.D/N", "gw": "A.B.C.D"}: a guest restored from a snapshot
+(msdbench/vm/snapshot.py) still has the address it was saved with and moves to its new link's.
+
 Answers carry "ok"; a failed request answers {"ok": false, "error": "..."}. The host starts
 `python -m msdbench.domain ...` this way, the same program every backend runs. The agent imports
 the domain runtime, its drivers and the IDL before it answers its first hello, and starts such a
@@ -174,9 +178,41 @@ class Agent:
                 answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             conn.sendall(json.dumps(answer).encode() + b"\n")
 
+    def readdress(self, req: dict) -> dict:
+        address, gw = str(req["address"]), str(req["gw"])
+        for cmd in (["ip", "addr", "flush", "dev", "eth0"], ["ip", "addr", "add", address, "dev", "eth0"],
+                    ["ip", "route", "replace", "default", "via", gw], ["ip", "neigh", "flush", "all"]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        self.address = address.split("/")[0]
+        return {"address": self.address}
+
+    def serial_control(self, path: str = "/dev/ttyS1") -> None:
+        import tty
+
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd)  # no echo, no line discipline: bytes in, bytes out
+        buf = b""
+        while True:
+            buf += os.read(fd, 512)
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if b"{" not in line:
+                    continue  # line noise: a serial line is not a socket
+                try:
+                    req, _ = json.JSONDecoder().raw_decode(line[line.index(b"{"):].decode(errors="replace"))
+                    if req.get("op") != "readdress":
+                        raise ValueError(f"op: {req.get('op')!r} is not 'readdress'")
+                    answer = {"ok": True, **self.readdress(req)}
+                except Exception as e:  # noqa: BLE001 - answered, never fatal
+                    answer = {"ok": False, "error": f"{type(e).__name__}: {e} in {line[:200]!r}"}
+                os.write(fd, json.dumps(answer).encode() + b"\n")
+
     def serve(self) -> None:
         srv = socket.create_server(("0.0.0.0", PORT))
         print(f"msdbench-agent: listening on {self.address}:{PORT}", file=sys.stderr, flush=True)
+        threading.Thread(target=self.serial_control, daemon=True, name="serial-control").start()
         while True:
             conn, _ = srv.accept()
             threading.Thread(target=self.serve_one, args=(conn,), daemon=True).start()

@@ -7,13 +7,23 @@ to a file in the cell's work directory. `Guest.shutdown()` always leaves nothing
 and bridge deleted, state directory removed. The disks are opened read-only (no per-boot overlay to
 remove); what the guest writes lives in its tmpfs and ends with it.
 
-A booted guest serves one cell (see README, "Deployments 3 and 4": what a cell's bring-up costs).
+Or `Guest.boot(restore=SNAPSHOT)`: QEMU starts from a saved state (msdbench.vm.snapshot: a guest
+booted once, its agent up with everything imported), and the agent moves to the new link's
+address over the second serial port. A guest serves one cell; restoring it costs a few seconds
+where a boot costs a minute under TCG (README, "Deployments 3 and 4").
+
+Every guest has the same devices in the same order (QEMU restores a state only into the machine
+it was saved from): ttyS0 the console (a file), ttyS1 the control line (a Unix socket), a QMP
+socket, the root and project disks read-only, one virtio-net NIC with a fixed MAC (each guest has a
+bridge of its own, so the MACs never meet).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -37,8 +47,11 @@ class GuestError(BackendError):
     """The guest did not boot, died, or its agent refused; the message names the VM."""
 
 
-def qemu_command(image: dict, accel: str, link: net.Link, console: Path, name: str,
-                 extra_append: str = "") -> list[str]:
+MAC = "52:54:00:6d:73:64"
+
+
+def qemu_command(image: dict, accel: str, link: net.Link, workdir: Path, name: str,
+                 extra_append: str = "", restore: Path | None = None) -> list[str]:
     cpu = "host" if accel == "kvm" else "max"  # TCG's max: every x86 feature numpy's wheels may use
     gw = link.host_address
     append = (f"console=ttyS0 root=/dev/vda ro init={GUEST_INIT} panic=-1 quiet net.ifnames=0 "
@@ -46,18 +59,68 @@ def qemu_command(image: dict, accel: str, link: net.Link, console: Path, name: s
     return [
         QEMU, "-name", name, "-machine", "pc", "-accel", accel, "-cpu", cpu, "-smp", "1",
         "-m", str(MEMORY_MB), "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", f"file:{console}", "-monitor", "none",
+        "-serial", f"file:{workdir / (name + '-console.log')}",
+        "-serial", f"unix:{workdir / (name + '-ctl.sock')},server=on,wait=off",
+        "-qmp", f"unix:{workdir / (name + '-qmp.sock')},server=on,wait=off", "-monitor", "none",
         "-kernel", image["kernel"], "-initrd", image["initrd"], "-append", append,
         "-drive", f"file={image['rootfs']},format=raw,if=virtio,readonly=on",
         "-drive", f"file={image['project_disk']},format=raw,if=virtio,readonly=on",
         "-netdev", f"tap,id=n0,ifname={link.tap},script=no,downscript=no",
-        "-device", f"virtio-net-pci,netdev=n0,mac={_mac(link.id)}",
-    ]
+        "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
+    ] + (["-incoming", f"exec:cat {restore}"] if restore else [])
 
 
-def _mac(vm_id: str) -> str:
-    h = vm_id.ljust(6, "0")[:6]
-    return "52:54:00:" + ":".join(h[i:i + 2] for i in (0, 2, 4))
+def _unix_request(path: Path, request: dict, deadline: float, what: str) -> dict:
+    """One JSON line to a Unix socket QEMU serves, the first JSON answer back."""
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: {path.name} never appeared")
+        time.sleep(0.05)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"{what}: the connection closed without an answer")
+            buf += chunk
+            for line in buf.split(b"\n")[:-1]:
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue  # noise on a serial line
+
+
+class Qmp:
+    """QEMU's machine protocol on a Unix socket: just enough to save a running guest's state."""
+
+    def __init__(self, path: Path, timeout: float = 30.0):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self._read()  # the greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        while True:
+            msg = json.loads(self.file.readline())
+            if "event" not in msg:
+                return msg
+
+    def execute(self, command: str, **arguments) -> dict:
+        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+        self.file.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise RuntimeError(f"QMP {command}: {answer['error'].get('desc')}")
+        return answer.get("return", {})
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 class Guest:
@@ -70,26 +133,30 @@ class Guest:
         self.netns, self.via, self.extra_append = netns, via, extra_append
         self.id = uuid.uuid4().hex[:6]
         self.workdir = Path(workdir)
-        self.console = self.workdir / f"vm-{name}-console.log"
+        self.qemu_name = f"msdbench-{self.id}"
+        self.console = self.workdir / f"{self.qemu_name}-console.log"
         self.boot_timeout_s = boot_timeout_s or BOOT_TIMEOUT_S[accel]
         self.proc: subprocess.Popen | None = None
         self.link: net.Link | None = None
         self.state: net.StateDir | None = None
         self.boot_s: float | None = None
         self.hello: dict = {}
+        self.restored_from: str | None = None
 
     @property
     def label(self) -> str:
         return f"VM {self.name!r} ({ACCEL_LABELS[self.accel]}, msdv{self.id})"
 
     # -- up ----------------------------------------------------------------------------------
-    def boot(self) -> "Guest":
+    def boot(self, restore: Path | None = None) -> "Guest":
+        """Boot (or, given a snapshot, restore) and wait for the agent; on any failure nothing
+        is left and the error carries the console's tail."""
         started = time.monotonic()
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.link, self.state = net.create_link(self.id, self.netns, self.via)
-            cmd = qemu_command(self.image, self.accel, self.link, self.console, f"msdbench-{self.id}",
-                               self.extra_append)
+            cmd = qemu_command(self.image, self.accel, self.link, self.workdir, self.qemu_name,
+                               self.extra_append, restore)
             if self.cpus:
                 cmd = ["taskset", "-c", ",".join(map(str, self.cpus))] + cmd
             if self.netns:
@@ -97,11 +164,15 @@ class Guest:
             self.console.write_bytes(b"")
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(self.workdir / f"vm-{self.name}-qemu.log", "wb"),
+                stderr=open(self.workdir / f"{self.qemu_name}-qemu.log", "wb"),
                 # QEMU never outlives the harness, even a SIGKILLed one.
                 preexec_fn=lambda parent=os.getpid(): die_with_parent(parent), start_new_session=True)
             self.state.write(qemu_pid=self.proc.pid, name=self.name)
-            self._wait_for_agent(started + self.boot_timeout_s)
+            deadline = started + self.boot_timeout_s
+            if restore:
+                self._readdress(deadline)
+                self.restored_from = str(restore)
+            self._wait_for_agent(deadline)
             self.boot_s = round(time.monotonic() - started, 3)
         except BaseException:
             self.shutdown()
@@ -123,9 +194,43 @@ class Guest:
                                      f"\n{self.tails()}") from None
                 time.sleep(0.25)
 
-    def why(self, exc: BaseException | None) -> str:
-        status = self.exit_status()
-        return f"the VM ended ({status})" if status else f"{type(exc).__name__}: {exc}"
+    def _readdress(self, deadline: float) -> None:
+        """A restored guest still has its snapshot's address: move it to this link's."""
+        request = {"op": "readdress", "address": self.link.guest_address, "gw": self.link.host_address}
+        while True:
+            status = self.exit_status()
+            if status:
+                raise GuestError(f"{self.label} ended while being restored ({status})\n{self.tails()}")
+            try:
+                answer = _unix_request(self.workdir / f"{self.qemu_name}-ctl.sock", request,
+                                       min(deadline, time.monotonic() + 5.0), "the control line")
+                break
+            except (OSError, TimeoutError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{self.label}: restored, but its agent never answered on the "
+                                     f"control line within {self.boot_timeout_s:.0f} s\n{self.tails()}"
+                                     ) from None
+        if not answer.get("ok"):
+            raise GuestError(f"{self.label}: moving the restored guest to {self.link.guest_address} "
+                             f"failed: {answer.get('error')}")
+
+    def save(self, path: Path, timeout_s: float = 300.0) -> None:
+        """Save the running guest's whole state to `path` (QMP migrate to a file)."""
+        tmp = path.with_name(path.name + ".part")
+        qmp = Qmp(self.workdir / f"{self.qemu_name}-qmp.sock")
+        try:
+            qmp.execute("migrate", uri=f"exec:cat > {tmp}")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                status = qmp.execute("query-migrate").get("status")
+                if status == "completed":
+                    break
+                if status in ("failed", "cancelled") or time.monotonic() > deadline:
+                    raise GuestError(f"{self.label}: saving its state to {path} ended {status}")
+                time.sleep(0.1)
+        finally:
+            qmp.close()
+        os.replace(tmp, path)
 
     # -- state -------------------------------------------------------------------------------
     def exit_status(self) -> str | None:
@@ -146,14 +251,14 @@ class Guest:
     def tails(self) -> str:
         out = f"--- last lines of the console of {self.label} ---\n{self.console_tail()}"
         try:
-            qemu = (self.workdir / f"vm-{self.name}-qemu.log").read_text(errors="replace").strip()
+            qemu = (self.workdir / f"{self.qemu_name}-qemu.log").read_text(errors="replace").strip()
         except OSError:
             qemu = ""
         return out + (f"\n--- qemu ---\n{qemu[-1500:]}" if qemu else "")
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": "vm", "accel": self.accel, "accel_label": ACCEL_LABELS[self.accel],
-                "id": f"msdv{self.id}", "boot_s": self.boot_s, "memory_mb": MEMORY_MB, "vcpus": 1,
+                "id": f"msdv{self.id}", "boot_s": self.boot_s, "restored_from": self.restored_from, "memory_mb": MEMORY_MB, "vcpus": 1,
                 "qemu_affinity": self.cpus, "netns": self.netns,
                 "host_address": self.link.host_address if self.link else None,
                 "guest_address": self.link.guest_address if self.link else None,

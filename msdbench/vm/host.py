@@ -4,10 +4,11 @@
       vm1: {kind: vm, on: local}        # deployment 3: the client's VM on the server's host
       vm2: {kind: vm, on: edge1}        # deployment 4: the VM on another (netns) host
 
-`up()` boots a guest from the cached image (msdbench.vm.image; built by the build_image rule,
-or here if missing), with the accelerator `accel` resolves to (msdbench.vm.accel: KVM only
-where a guest really boots under it), QEMU pinned to `cpus`, virtio-net on a tap on a bridge of
-the VM's host (msdbench.vm.net), and waits for the guest's agent. The host's address is the
+`up()` restores a guest from a snapshot of the cached image booted once (msdbench.vm.snapshot,
+msdbench.vm.image; made by the build_image rule, or here if missing; `boot: cold` boots instead),
+with the accelerator `accel` resolves to (msdbench.vm.accel: KVM only where a guest really boots
+under it), QEMU pinned to `cpus`, virtio-net on a tap on a bridge of the VM's host
+(msdbench.vm.net), and waits for the guest's agent. The host's address is the
 guest's; the process backend starts domains in it through `command()` (msdbench.vm.relay), the
 same `python -m msdbench.domain` as everywhere. `down()` ends QEMU and removes tap, bridge and
 the state directory; on a VM host `on` a netns host, that host is brought up first and taken
@@ -44,6 +45,8 @@ class VmHost(Host):
         "cpus": "host CPUs QEMU (vCPU and its own threads) is pinned to; planning sets the "
                 "client domain's",
         "boot_timeout_s": f"seconds the guest may take to answer (default {BOOT_TIMEOUT_S})",
+        "boot": "restore (default: from a snapshot of a booted guest, seconds) or cold (a full "
+                "boot per cell, a minute under TCG)",
     }
 
     def __init__(self, name: str, spec: dict):
@@ -69,6 +72,9 @@ class VmHost(Host):
         cpus = self.spec.get("cpus")
         if cpus is not None and not (isinstance(cpus, list) and all(isinstance(c, int) for c in cpus)):
             raise HostError(f"{self.field('cpus')}: {cpus!r} must be a list of CPU numbers or null")
+        boot = self.spec.get("boot", "restore")
+        if boot not in ("restore", "cold"):
+            raise HostError(f"{self.field('boot')}: {boot!r} is not one of 'restore', 'cold'")
         timeout = self.spec.get("boot_timeout_s")
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise HostError(f"{self.field('boot_timeout_s')}: {timeout!r} must be a number > 0")
@@ -106,7 +112,12 @@ class VmHost(Host):
         self.guest = Guest(self.name, image, accel, self._work, self.spec.get("cpus"), netns, via,
                            self.spec.get("boot_timeout_s"))
         try:
-            self.guest.boot()
+            snapshot = None
+            if self.spec.get("boot", "restore") == "restore":
+                from msdbench.vm.snapshot import ensure_snapshot
+
+                snapshot, _ = ensure_snapshot(image, accel, log=lambda m: print(m, file=sys.stderr, flush=True))
+            self.guest.boot(restore=snapshot)
         except BaseException:
             self.down()
             raise

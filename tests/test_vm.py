@@ -1,0 +1,175 @@
+"""The vm host kind (deployments 3 and 4): a real QEMU guest built from Debian packages, restored
+from its snapshot (TCG where KVM does not really run a guest), running the client's domain against
+real services on this machine over a tap on a bridge. Faults: the guest killed mid-cell, a guest
+that never answers, a harness killed with SIGKILL. Nothing left behind: no QEMU, no tap or bridge,
+no state directory. Needs root and qemu-system-x86; skipped, with the reason, without them.
+
+The first test here pays for the image (~2-3 min cold, cached after) and the snapshot (one boot,
+~1 min under TCG); each cell after that restores the snapshot in seconds.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from msdbench.backends.base import BackendError
+from msdbench.cell import run_cell
+from msdbench.planning import Cell, plan
+from msdbench.vm import net
+from msdbench.vm.stamp import unavailable_reason
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(bool(unavailable_reason()), reason=f"VMs: {unavailable_reason()}")
+
+VM1 = {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm", "on": "local"}}}
+MICRO = {"requests": 300, "warmup": 50, "pinning": "same-core"}
+BEPS = {"pinning": "same-core", "workers": 2,
+        "workload": {"users": 20, "active_users": 4, "follows_per_user": 2, "publishes_per_user": 2}}
+
+
+def vm_objects() -> dict:
+    """Every guest's QEMU process, msdv link and state directory on this machine."""
+    qemus = {p.pid for p in psutil.process_iter(["cmdline"])
+             if p.info["cmdline"] and "qemu-system-x86_64" in p.info["cmdline"][0]
+             and any(a.startswith("msdbench-") for a in p.info["cmdline"])}
+    links = {n for n in os.listdir("/sys/class/net") if n.startswith(net.PREFIX)}
+    states = {f.parent.name for f in net.STATE_ROOT.glob("*/state.json")}
+    return {"qemu": qemus, "links": links, "states": states}
+
+
+@pytest.fixture(scope="module")
+def image():
+    """The guest image and its snapshot, built once for the module (as the build_image rule does)."""
+    from msdbench.vm.stamp import write_stamp
+
+    stamp = write_stamp(Path("/tmp") / f"msdbench-test-vm-{os.getpid()}.json", log=print)
+    assert "unavailable" not in stamp, stamp
+    return stamp
+
+
+@pytest.fixture
+def nothing_left(no_leftovers):
+    """No QEMU, link or state directory that the test made outlives it."""
+    before = vm_objects()
+
+    def new():
+        return {k: sorted(v - before[k]) for k, v in vm_objects().items()}
+
+    yield
+    deadline = time.monotonic() + 10
+    while any(new().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert new() == {"qemu": [], "links": [], "states": []}
+
+
+def test_micro_cell_with_the_client_in_a_guest(image, tmp_path, nothing_left):
+    m = plan(Cell("micro", "linux", "process", "isolated", 3, 512), MICRO | VM1)
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok"
+    df = pd.read_parquet(tmp_path / "c.parquet")
+    assert len(df) == 350 and (df["e2e_ns"] > 0).all()
+    assert "call_ns" not in df.columns, "the guest's clock is its own: no call/return split"
+    vm = meta["hosts"]["vm1"]
+    assert vm["kind"] == "vm" and vm["accel"] == image["accel"] and vm["vm"]["restored_from"]
+    # The measured path crosses the tap: the client's socket is the guest's, its peer the bridge.
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == vm["address"] == vm["vm"]["guest_address"].split("/")[0]
+    assert sock["peer"].split(":")[0] == vm["vm"]["host_address"] == meta["hosts"]["local"]["address"]
+    assert vm["vm"]["guest"]["kernel"].startswith("Linux") and vm["msdbench"]
+
+
+def test_beps_cell_with_the_client_in_a_guest_passes_its_check(image, tmp_path, nothing_left):
+    m = plan(Cell("beps", "specialized", "process", "tiered", 3), BEPS | VM1)
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok" and meta["driver"]["correct"] is True
+    ops = set(pd.read_parquet(tmp_path / "c.parquet")["op"])
+    assert {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"} <= ops
+    assert meta["manifest"]["edges"][0]["transport"] == "thrift-tcp"  # client -> lb, across hosts
+
+
+def _measure(tmp_path: Path, manifest) -> subprocess.Popen:
+    manifest.save(tmp_path / "m.yaml")
+    return subprocess.Popen([sys.executable, "-m", "msdbench", "measure", str(tmp_path / "m.yaml"),
+                             "--raw", str(tmp_path / "c.parquet"), "--meta", str(tmp_path / "c.json")],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_state(proc: subprocess.Popen, key: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for f in net.STATE_ROOT.glob("*/state.json"):
+            try:
+                state = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("owner", {}).get("pid") == proc.pid and key in state:
+                return state
+        time.sleep(0.2)
+    raise AssertionError(f"no guest of pid {proc.pid} with {key} (exit {proc.poll()})")
+
+
+def test_guest_killed_mid_cell_fails_the_cell_naming_the_vm(image, tmp_path, nothing_left):
+    m = plan(Cell("micro", "linux", "process", "isolated", 3, 0),
+             MICRO | VM1 | {"requests": 10_000_000, "deadline_s": 600})
+    proc = _measure(tmp_path, m)
+    state = _wait_for_state(proc, "qemu_pid")
+    # Measuring: the harness has the guest's client domain going (a relay child) for a while.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            "msdbench.vm.relay" in " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children()):
+        time.sleep(0.2)
+    time.sleep(5)
+    os.kill(state["qemu_pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert re.search(r"host 'vm1' \(VM 'vm1' \((TCG, emulated|KVM), msdv\w+\); QEMU ended: signal SIGKILL\)", err), err
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "c.parquet").exists()
+
+
+def test_a_guest_that_never_answers_is_ended_by_its_deadline_with_its_console(image, tmp_path, nothing_left):
+    from msdbench.vm.guest import Guest, GuestError
+    from msdbench.vm.image import ensure_image, project_root
+
+    # A cold boot whose init does not start the agent (fault injection on the kernel command line).
+    guest = Guest("mute", ensure_image(project_root()), image["accel"], tmp_path, boot_timeout_s=30,
+                  extra_append="msdbench.fault=no-agent loglevel=6")
+    t0 = time.monotonic()
+    with pytest.raises(GuestError) as e:
+        guest.boot()
+    assert time.monotonic() - t0 < 30 + 30
+    msg = str(e.value)
+    assert "VM 'mute'" in msg and "did not boot within 30 s" in msg
+    console = msg.split("--- last lines of the console of")[1]
+    assert re.search(r"\[\s*\d+\.\d+\] ", console), "the console's tail (kernel lines) is in the error"
+    assert guest.proc.poll() is not None
+
+
+def test_clean_removes_what_a_sigkilled_harness_left(image, tmp_path, nothing_left):
+    code = ("import sys, time; from pathlib import Path; from msdbench.hosts import make_host; "
+            "h = make_host('vm1', {'kind': 'vm'}); h.up(); print('up', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    state = _wait_for_state(proc, "qemu_pid", timeout=5)
+    proc.kill()
+    proc.wait()
+    link = state["link"]
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(state["qemu_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not psutil.pid_exists(state["qemu_pid"]), "QEMU dies with its harness (PR_SET_PDEATHSIG)"
+    assert net.link_exists(link["tap"]) and net.link_exists(link["bridge"])
+    out = subprocess.run([sys.executable, "-m", "msdbench", "clean"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert f"msdv{link['id']}" in out.stdout, out
+    assert not net.link_exists(link["tap"]) and not net.link_exists(link["bridge"])
+    assert not (net.STATE_ROOT / link["id"]).exists()
