@@ -294,7 +294,10 @@ def cmd_clean(a) -> int:
     from msdbench.hosts import netns
     from msdbench.scratch import sweep
 
-    if netns.can_manage():  # emulated hosts' namespaces and links (needs root)
+    if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its namespace)
+        from msdbench.vm.clean import clean as clean_vms
+
+        clean_vms(everything=a.all, dry_run=a.dry_run)
         netns.clean(everything=a.all, dry_run=a.dry_run)
     found = sweep(dry_run=a.dry_run)
     for path in found:
@@ -479,8 +482,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clean", help="remove what crashed runs left behind: work directories and "
                        "sockets in the temp dir, docker containers, networks and volumes (label "
-                       "msdbench.run; images are kept), and emulated hosts' network namespaces "
-                       "and links (msdb-<pid>-<start>-*)")
+                       "msdbench.run; images are kept), emulated hosts' network namespaces and "
+                       "links (msdb-<pid>-<start>-*), and guests' QEMU, taps and bridges (msdv*)")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
     p.add_argument("--all", action="store_true",
                    help="also remove the objects of runs that are still alive or belong to another machine")

@@ -18,7 +18,8 @@ def client_host(rec: records.CellRecord) -> dict:
     "ssh": a real remote host)."""
     name = rec.settings.get("client_host") or "local"
     entry = (rec.hosts or {}).get(name) or (rec.manifest or {}).get("hosts", {}).get(name) or {}
-    return {"client_host": name, "client_host_kind": entry.get("kind", "local")}
+    return {"client_host": name, "client_host_kind": entry.get("kind", "local"),
+            "client_accel": entry.get("accel")}  # a VM's accelerator: tcg or kvm
 
 
 def cell_rows(meta_path: str | Path) -> list[dict]:

@@ -48,11 +48,11 @@ def vm_objects() -> dict:
 
 
 @pytest.fixture(scope="module")
-def image():
+def image(tmp_path_factory):
     """The guest image and its snapshot, built once for the module (as the build_image rule does)."""
     from msdbench.vm.stamp import write_stamp
 
-    stamp = write_stamp(Path("/tmp") / f"msdbench-test-vm-{os.getpid()}.json", log=print)
+    stamp = write_stamp(tmp_path_factory.mktemp("vm") / "vm.json", log=print)
     assert "unavailable" not in stamp, stamp
     return stamp
 

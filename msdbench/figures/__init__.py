@@ -34,11 +34,23 @@ def save(fig, png: str, pdf: str) -> None:
 HOST_KIND_LABELS = {"netns": "emulated host", "ssh": "remote host", "vm": "VM"}
 
 
-def deployment_label(deployment, kind=None) -> str:
-    """'d2'; 'd5 (emulated host)' where the client ran on a network namespace of this machine."""
+ACCEL_LABELS = {"tcg": "TCG, emulated", "kvm": "KVM"}
+
+
+def accel_label(accel) -> str | None:
+    """How a VM's accelerator is shown: every VM number says whether its guest was emulated."""
+    return ACCEL_LABELS.get(accel, accel) if isinstance(accel, str) and accel else None
+
+
+def deployment_label(deployment, kind=None, accel=None) -> str:
+    """'d2'; 'd5 (emulated host)' where the client ran on a network namespace of this machine;
+    'd3 (VM (TCG, emulated))' where it ran in a guest that QEMU emulated."""
     label = f"d{deployment}"
     if kind in HOST_KIND_LABELS:
-        label += f" ({HOST_KIND_LABELS[kind]})"
+        name = HOST_KIND_LABELS[kind]
+        if kind == "vm" and accel_label(accel):
+            name += f" ({accel_label(accel)})"
+        label += f" ({name})"
     return label
 
 
@@ -66,3 +78,11 @@ def gather(out: str, files) -> None:
             shutil.copy2(f, tmp / Path(f).name)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+
+
+def client_accel(df: pd.DataFrame):
+    """The accelerator of the VM the client ran in ("tcg", "kvm"); None if not in a VM. A group
+    holding both says "kvm/tcg": shown, never hidden."""
+    if "client_accel" not in df.columns or df.empty:
+        return None
+    return "/".join(sorted(set(df["client_accel"].dropna()))) or None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from msdbench.figures import client_kind, deployment_label, good_rows, plt, save
+from msdbench.figures import client_accel, client_kind, deployment_label, good_rows, plt, save
 
 OPS = ["create_user", "subscribe", "publish", "unsubscribe", "delete_user"]
 ISOLATIONS = ["co-located", "tiered", "isolated"]
@@ -29,8 +29,9 @@ def plot(table: pd.DataFrame, png: str, pdf: str, log_scale: bool = True) -> Non
             sds = [s["sd_us"].get(g, np.nan) for g in groups]
             ax.bar(x + (k - (len(isos) - 1) / 2) * width, means, width, yerr=sds, capsize=2,
                    label=iso, error_kw={"elinewidth": 0.8})
-        kinds = {d: client_kind(sub[sub["deployment"] == d]) for d in deps}
-        ax.set_xticks(x, [f"{op}\n{deployment_label(d, kinds[d])}".replace(" (", "\n(")
+        kinds = {d: (client_kind(sub[sub["deployment"] == d]), client_accel(sub[sub["deployment"] == d]))
+                 for d in deps}
+        ax.set_xticks(x, [f"{op}\n{deployment_label(d, *kinds[d])}".replace(" (", "\n(", 1)
                           for op, d in groups], fontsize=7)
         ax.set_title(f"platform: {platform}, backend: {backend}", fontsize=10)
         ax.set_ylabel("round trip (us), mean ± sd")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from msdbench.figures import client_kind, deployment_label, good_rows, plt, save
+from msdbench.figures import client_accel, client_kind, deployment_label, good_rows, plt, save
 
 
 def plot(table: pd.DataFrame, png: str, pdf: str, log_scale: bool = False) -> None:
@@ -21,7 +21,7 @@ def plot(table: pd.DataFrame, png: str, pdf: str, log_scale: bool = False) -> No
         sub = df[df["platform"] == platform]
         for (iso, dep, backend), g in sub.groupby(["isolation", "deployment", "backend"]):
             g = g.sort_values("payload")
-            label = f"{iso}, {deployment_label(dep, client_kind(g))}, {backend}"
+            label = f"{iso}, {deployment_label(dep, client_kind(g), client_accel(g))}, {backend}"
             line, = ax.plot(g["payload"], g["mean_us"], marker="o", label=label)
             ax.fill_between(g["payload"], g["p50_us"], g["p99_us"], alpha=0.15,
                             color=line.get_color(), linewidth=0)

@@ -9,10 +9,13 @@ Three comparisons, one row per pair of cells that both passed (status "ok"):
   isolated / co-located.
 * `platform`: per cell (suite, backend, isolation, deployment, payload, request type),
   mean(specialized) / mean(linux).
-* `deployment`: per platform, backend, isolation, payload and request type, mean(d5) / mean(d2):
-  what moving the client to another host costs. `host` says which kind of other host it was
-  ("emulated host": a network namespace on this machine, so no wire and no second CPU set;
-  "remote host": a real one over SSH). The paper reports 45-56x on Linux over 1 GbE between NUCs.
+* `deployment`: per platform, backend, isolation, payload and request type, mean(dN) / mean(d2)
+  for N = 3, 4, 5: what moving the client into a VM (3), into a VM on another host (4) or onto
+  another host (5) costs. `host` says which kind of host the client ran on ("VM (TCG, emulated)"
+  or "VM (KVM)": the accelerator is part of the label, and cells of different accelerators are
+  never pooled; "emulated host": a network namespace on this machine, so no wire and no second
+  CPU set; "remote host": a real one over SSH). The paper's BEPS ratios (section 5; KVM guests,
+  1 GbE between NUCs): Linux d3 14-16x, d4 65-68x, d5 45-56x; Ambience d3 3-4x, d4 13-23x, d5 6-8x.
 
 * `device-isolation`, `device-deployment` (the microcontroller tier, backend device): the paper's
   device claims: poll isolated d2 / co-located d1 (20x); BEPS d2 / d1 per isolation and request
@@ -32,9 +35,11 @@ import pandas as pd
 PAPER_MICRO_ISOLATION = {"specialized": 73.0, "linux": 1.3}
 # The paper's microcontroller claims (section 4.1 and 4.2, Ambience on the nRF52840).
 PAPER_DEVICE = {"isolation": 20.0, "d2/d1": 2.0, "d4/d2": 134.0}
-# The paper's deployment ratio, BEPS on Linux, d5 / d2 (45-56x, 1 GbE between NUCs): its midpoint.
-PAPER_DEPLOYMENT = {"linux": 50.5}
-PAPER_DEPLOYMENT_NOTE = "paper: 45-56x (BEPS, Linux, 1 GbE between two NUCs)"
+# The paper's deployment ratios, BEPS, dN / d2 (section 5; KVM guests, 1 GbE between NUCs), per
+# platform (specialized = Ambience): the range it gives; paper_ratio is the range's midpoint.
+PAPER_DEPLOYMENT = {3: {"linux": (14, 16), "specialized": (3, 4)},
+                    4: {"linux": (65, 68), "specialized": (13, 23)},
+                    5: {"linux": (45, 56), "specialized": (6, 8)}}
 
 COLUMNS = ["suite", "comparison", "platform", "backend", "isolation", "deployment", "payload", "op",
            "numerator", "denominator", "numerator_mean_us", "denominator_mean_us", "ratio",
@@ -112,20 +117,39 @@ def platform_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
                   "specialized", "linux")
 
 
-def deployment_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
-    """d5 / d2: the client on another host against the client in its own domain on this one."""
-    from msdbench.figures import HOST_KIND_LABELS
+def _host_label(rows: pd.DataFrame) -> str:
+    from msdbench.figures import HOST_KIND_LABELS, accel_label
 
-    d5 = _cell(table, deployment=5)
-    if d5.empty:
-        return []
-    kind = d5["client_host_kind"].iloc[0] if "client_host_kind" in d5.columns else None
+    kind = rows["client_host_kind"].iloc[0] if "client_host_kind" in rows.columns else None
     host = HOST_KIND_LABELS.get(kind, kind or "other host")
-    name = d5["client_host"].iloc[0] if "client_host" in d5.columns else "?"
-    return _pairs(d5, _cell(table, deployment=2), ["platform", "backend", "isolation", "payload", "op"],
-                  {"suite": suite, "comparison": "deployment", "deployment": 5},
-                  f"d5 ({host}: {name})", "d2", PAPER_DEPLOYMENT if suite == "beps" else None,
-                  keep={"host": host, "note": PAPER_DEPLOYMENT_NOTE if suite == "beps" else ""})
+    accel = rows["client_accel"].iloc[0] if "client_accel" in rows.columns else None
+    return f"{host} ({accel_label(accel)})" if kind == "vm" and accel_label(accel) else host
+
+
+def deployment_ratio(table: pd.DataFrame, suite: str) -> list[dict]:
+    """dN / d2 for N = 3, 4, 5: the client in a VM, in a VM on another host, on another host,
+    against the client in its own domain on this one. One set of rows per accelerator."""
+    table = table[table["backend"] != "device"]  # a board's d4 is another node: device_ratios
+    rows = []
+    d2 = _cell(table, deployment=2)
+    for deployment, paper in PAPER_DEPLOYMENT.items():
+        dn = _cell(table, deployment=deployment)
+        if dn.empty:
+            continue
+        accel = (dn["client_accel"] if "client_accel" in dn.columns
+                 else pd.Series(None, index=dn.index, dtype=object)).fillna("-")
+        for one in accel.unique():
+            part = dn[accel == one]
+            host = _host_label(part)
+            name = part["client_host"].iloc[0] if "client_host" in part.columns else "?"
+            mid = {p: (lo + hi) / 2 for p, (lo, hi) in paper.items()} if suite == "beps" else None
+            note = ("paper: " + ", ".join(f"{p} {lo}-{hi}x" for p, (lo, hi) in paper.items())
+                    + " (BEPS, KVM guests, 1 GbE between NUCs)") if suite == "beps" else ""
+            rows += _pairs(part, d2, ["platform", "backend", "isolation", "payload", "op"],
+                           {"suite": suite, "comparison": "deployment", "deployment": deployment},
+                           f"d{deployment} ({host}: {name})", "d2", mid,
+                           keep={"host": host, "note": note})
+    return rows
 
 
 def _device_base(suite: str, comparison: str, board) -> dict:

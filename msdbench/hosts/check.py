@@ -1,7 +1,9 @@
 """`msdbench hosts check`: for each configured host, whether it can be used, and what it is.
 
 Brings each host up and down exactly as a cell would (a netns host creates and removes its
-namespace and link; an ssh host runs the version probe there), and prints one line per host.
+namespace and link; an ssh host runs the version probe there; a vm host builds its image if
+needed, probes which accelerator works, restores its guest and takes it down), and prints one
+line per host.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def check_one(name: str, spec: dict) -> dict:
         host.up()
         row["up_ms"] = round((time.monotonic() - t0) * 1000, 1)
         row |= {k: v for k, v in host.facts().items() if k not in ("timings",)}
-        if host.kind != "ssh":  # this machine's interpreter and msdbench run there
+        if host.kind not in ("ssh", "vm"):  # this machine's interpreter and msdbench run there
             from msdbench.hosts.facts import facts
 
             f = facts()
@@ -45,6 +47,13 @@ def line(r: dict) -> str:
         return f"{head} NOT USABLE: {r['error']}"
     text = (f"{head} ok  address {r.get('address')}  kernel {r.get('kernel')}  "
             f"cpu {r.get('cpu_model')}  python {r.get('python')}  msdbench {r.get('msdbench')}")
+    if r["kind"] == "vm":
+        vm, kvm = r.get("vm") or {}, r.get("kvm") or {}
+        how = "restored from its snapshot" if vm.get("restored_from") else "booted"
+        text += (f"\n{'':<19} guest {vm.get('id')} on {r.get('on')} {how} in {vm.get('boot_s')} s "
+                 f"(up {r['up_ms']} ms, down {r['down_ms']} ms); accelerator {r.get('accel_label')}; "
+                 f"KVM here: {'works' if kvm.get('works') else 'no: ' + str(kvm.get('reason'))}; "
+                 f"image {vm.get('base_hash')}/{vm.get('image_hash')} (kernel {vm.get('kernel')})")
     if r["kind"] == "netns":
         link = r.get("link") or {}
         shaping = link.get("qdisc") and f"{link['qdisc']} rate {link.get('rate')} delay {link.get('delay')}"
@@ -55,8 +64,14 @@ def line(r: dict) -> str:
 
 
 def main(config: dict, say=print) -> int:
-    hosts = dict(config.get("hosts") or {})
+    from msdbench.hosts import host_entry
+
+    hosts = {name: host_entry(spec) for name, spec in (config.get("hosts") or {}).items()}
     hosts.setdefault("local", {"kind": "local"})
+    for spec in hosts.values():  # a VM on another host brings that host up itself
+        if isinstance(spec, dict) and spec.get("kind") == "vm" and spec.get("on", "local") in hosts \
+                and spec.get("on", "local") != "local":
+            spec["on_host"] = hosts[spec["on"]]
     rows = [check_one(name, spec) for name, spec in hosts.items()]
     for r in rows:
         say(line(r))

@@ -21,7 +21,7 @@ from msdbench.manifest import Manifest, Service
 # The columns of a latency suite's summary table, in this order (absent ones are left out).
 LATENCY_COLUMNS = (
     "suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
-    "payload", "payload_mode",
+    "client_accel", "payload", "payload_mode",
     "wire_bytes", "op", "status", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us",
     "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "server_mean_us",
     "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "log_tail", "config_hash",

@@ -132,7 +132,9 @@ class Agent:
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             msdbench_version = f"unknown ({e})"
         u = os.uname()
-        return {"kernel": f"{u.sysname} {u.release}", "machine": u.machine,
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), "unknown")
+        return {"kernel": f"{u.sysname} {u.release}", "machine": u.machine, "cpu_model": cpu,
                 "python": sys.version.split()[0], "msdbench": msdbench_version,
                 "cpus": os.cpu_count(), "address": self.address,
                 "uptime_s": float(Path("/proc/uptime").read_text().split()[0])}

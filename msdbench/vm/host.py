@@ -56,6 +56,7 @@ class VmHost(Host):
         self.died: str | None = None
         self._stopping = threading.Event()
         self._work: Path | None = None
+        self.accel_verdict: dict = {}
 
     def check_spec(self) -> None:
         on = self.spec.get("on", "local")
@@ -96,7 +97,7 @@ class VmHost(Host):
             raise HostUnavailable(f"{self.where()}: booting a VM needs root (tap devices, bridges)")
         try:
             image = ensure_image(project_root(), log=lambda m: print(m, file=sys.stderr, flush=True))
-            accel, _ = accel_mod.resolve(self.spec.get("accel", "auto"), image,
+            accel, self.accel_verdict = accel_mod.resolve(self.spec.get("accel", "auto"), image,
                                          log=lambda m: print(m, file=sys.stderr, flush=True))
         except (ImageBuildError, FileNotFoundError) as e:
             raise HostUnavailable(f"{self.where()}: no guest image: {e}") from None
@@ -162,7 +163,10 @@ class VmHost(Host):
             d = self.guest.describe()
             out.update(accel=d["accel"], accel_label=d["accel_label"], vm=d,
                        kernel=(d["guest"] or {}).get("kernel"), python=(d["guest"] or {}).get("python"),
+                       cpu_model=(d["guest"] or {}).get("cpu_model"),
                        msdbench=(d["guest"] or {}).get("msdbench"))
+        if self.accel_verdict.get("kvm"):
+            out["kvm"] = self.accel_verdict["kvm"]  # why KVM was (not) used
         if self.parent is not None:
             out["on_host"] = self.parent.facts()
         if self.died:

@@ -31,7 +31,14 @@ def job_of(wildcards):
 
 
 def image_of(wildcards):
-    return f"results/images/{job_of(wildcards).cell.backend}.json"
+    """What a cell runs in: its backend's image, and the guest image (and snapshot) of a VM host."""
+    from msdbench.hosts import host_entry
+
+    job = job_of(wildcards)
+    settings = job.settings
+    entry = host_entry((settings.get("hosts") or {}).get(settings.get("client_host")) or {})
+    return [f"results/images/{job.cell.backend}.json"] + (
+        ["results/images/vm.json"] if entry.get("kind") == "vm" else [])
 
 
 def cell_records(suite):

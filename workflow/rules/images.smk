@@ -1,5 +1,6 @@
 # What the cells run in: results/images/{backend}.json, on which every cell of that backend
-# depends. process: a stamp of the environment; docker: the image built without a registry (its
+# depends; and results/images/vm.json, the guest image and snapshot of the vm host kind, on which
+# every cell whose client runs in a VM (deployments 3, 4) depends. process: a stamp of the environment; docker: the image built without a registry (its
 # tag is a content hash) or, where the engine is unreachable, a stamp saying why (those cells are
 # then recorded as skipped). A change to the measured code or the dependencies reruns the cells.
 from msdbench.device.image import device_files
