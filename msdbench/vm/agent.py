@@ -134,7 +134,14 @@ class Agent:
         u = os.uname()
         cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                     if ln.startswith("model name")), "unknown")
+        try:
+            from msdbench.transports.codec import _load_compiled
+
+            codec = "compiled" if _load_compiled() else "pure Python"
+        except ImportError:
+            codec = "unknown"
         return {"kernel": f"{u.sysname} {u.release}", "machine": u.machine, "cpu_model": cpu,
+                "codec": codec,
                 "python": sys.version.split()[0], "msdbench": msdbench_version,
                 "cpus": os.cpu_count(), "address": self.address,
                 "uptime_s": float(Path("/proc/uptime").read_text().split()[0])}
