@@ -21,7 +21,6 @@ import pandas as pd
 import psutil
 import pytest
 
-from msdbench.backends.base import BackendError
 from msdbench.cell import run_cell
 from msdbench.planning import Cell, plan
 from msdbench.vm import net
@@ -38,13 +37,15 @@ BEPS = {"pinning": "same-core", "workers": 2,
 
 
 def vm_objects() -> dict:
-    """Every guest's QEMU process, msdv link and state directory on this machine."""
+    """Every guest's QEMU process, msdv link and state directory, every msdb- namespace here."""
     qemus = {p.pid for p in psutil.process_iter(["cmdline"])
              if p.info["cmdline"] and "qemu-system-x86_64" in p.info["cmdline"][0]
              and any(a.startswith("msdbench-") for a in p.info["cmdline"])}
     links = {n for n in os.listdir("/sys/class/net") if n.startswith(net.PREFIX)}
     states = {f.parent.name for f in net.STATE_ROOT.glob("*/state.json")}
-    return {"qemu": qemus, "links": links, "states": states}
+    spaces = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+              .stdout.split() if n.startswith("msdb-")}
+    return {"qemu": qemus, "links": links, "states": states, "namespaces": spaces}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def nothing_left(no_leftovers):
     deadline = time.monotonic() + 10
     while any(new().values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert new() == {"qemu": [], "links": [], "states": []}
+    assert new() == {"qemu": [], "links": [], "states": [], "namespaces": []}
 
 
 def test_micro_cell_with_the_client_in_a_guest(image, tmp_path, nothing_left):
@@ -86,6 +87,20 @@ def test_micro_cell_with_the_client_in_a_guest(image, tmp_path, nothing_left):
     assert sock["local"].split(":")[0] == vm["address"] == vm["vm"]["guest_address"].split("/")[0]
     assert sock["peer"].split(":")[0] == vm["vm"]["host_address"] == meta["hosts"]["local"]["address"]
     assert vm["vm"]["guest"]["kernel"].startswith("Linux") and vm["msdbench"]
+
+
+def test_micro_cell_with_the_guest_on_another_host(image, tmp_path, nothing_left):
+    """Deployment 4: the VM on an emulated host (a netns); the calls cross the tap and the veth."""
+    vm2 = {"client_host": "vm2", "hosts": {"vm2": {"kind": "vm", "on": "edge1"}, "edge1": {"kind": "netns"}}}
+    m = plan(Cell("micro", "specialized", "process", "isolated", 4, 0), MICRO | vm2)
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok"
+    vm = meta["hosts"]["vm2"]
+    assert vm["on"] == "edge1" and vm["vm"]["netns"] == vm["on_host"]["netns"]
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == vm["address"]
+    # The server side listens on this machine's end of the namespace's veth, not on a bridge here.
+    assert sock["peer"].split(":")[0] == meta["hosts"]["local"]["address"] == vm["on_host"]["link"]["local_address"]
 
 
 def test_beps_cell_with_the_client_in_a_guest_passes_its_check(image, tmp_path, nothing_left):

@@ -187,11 +187,11 @@ def _cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
+def _build_lock(name: str = "docker-image.lock") -> Iterator[None]:
     """One image build per machine at a time (two debootstraps in parallel only waste the 2 cores)."""
     import fcntl
 
-    with open(_cache_dir() / "docker-image.lock", "w") as fh:
+    with open(_cache_dir() / name, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -477,6 +477,15 @@ def _ensure_debootstrap(log: Log) -> str:
     return found
 
 
+def debootstrap(root: Path, packages: Iterable[str], machine: str, log: Log, env: dict | None = None) -> None:
+    """Debian SUITE (variant VARIANT) plus `packages` into root, from the configured mirror.
+    Needs root; installs debootstrap with apt-get if it is missing."""
+    tool = _ensure_debootstrap(log)
+    _run([tool, f"--variant={VARIANT}", f"--arch={_deb_arch(machine)}", f"--include={','.join(packages)}",
+          SUITE, str(root), _apt_mirror()], log, "debootstrap", env=env)
+    _unmount_under(root)
+
+
 def _unmount_under(root: Path) -> None:
     """Unmount whatever a failed debootstrap left mounted inside root (deepest first)."""
     prefix = str(root.resolve())
@@ -509,20 +518,13 @@ def build_base_image(client, log: Log = print) -> str:
         raise ImageBuildError(f"the engine runs {machine}, this host {_host_machine()}: cannot debootstrap its base here")
     if os.geteuid() != 0:
         raise ImageBuildError(f"building {base_tag} with debootstrap needs root")
-    debootstrap = _ensure_debootstrap(log)
     mirror = _apt_mirror()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="msdbench-base-", dir="/var/tmp"))
     try:
         rootfs = work / "rootfs"
         log(f"base image {base_tag}: debootstrap {VARIANT} {SUITE} from {mirror} + {' '.join(BASE_PACKAGES)}")
-        _run(
-            [debootstrap, f"--variant={VARIANT}", f"--arch={_deb_arch(machine)}",
-             f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs), mirror],
-            log,
-            "debootstrap",
-        )
-        _unmount_under(rootfs)
+        debootstrap(rootfs, BASE_PACKAGES, machine, log)
         # The virtualenv the service image fills (pip only: setuptools is not needed at run time). Made
         # here, once per machine: ensurepip inside a build container costs ~10 s on fuse-overlayfs.
         _run(["chroot", str(rootfs), "/usr/bin/python3", "-m", "venv", IMAGE_VENV], log, "python3 -m venv")

@@ -31,9 +31,13 @@ from pathlib import Path
 import psutil
 
 from msdbench.hosts import Host, HostError, HostUnavailable, make_host
-from msdbench.vm.guest import ACCEL_LABELS, BOOT_TIMEOUT_S, Guest, GuestError
+from msdbench.vm.guest import BOOT_TIMEOUT_S, Guest
 
 PARENT_KINDS = ("local", "netns")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)  # into the cell's log
 
 
 class VmHost(Host):
@@ -44,7 +48,8 @@ class VmHost(Host):
         "accel": "auto (KVM if a guest really boots under it, else TCG), kvm or tcg",
         "cpus": "host CPUs QEMU (vCPU and its own threads) is pinned to; planning sets the "
                 "client domain's",
-        "boot_timeout_s": f"seconds the guest may take to answer (default {BOOT_TIMEOUT_S})",
+        "boot_timeout_s": f"seconds the guest may take to answer (default {BOOT_TIMEOUT_S['tcg']:.0f} "
+                          f"under TCG, {BOOT_TIMEOUT_S['kvm']:.0f} under KVM)",
         "boot": "restore (default: from a snapshot of a booted guest, seconds) or cold (a full "
                 "boot per cell, a minute under TCG)",
     }
@@ -57,6 +62,7 @@ class VmHost(Host):
         self._stopping = threading.Event()
         self._work: Path | None = None
         self.accel_verdict: dict = {}
+        self.parent_facts: dict = {}
 
     def check_spec(self) -> None:
         on = self.spec.get("on", "local")
@@ -96,9 +102,8 @@ class VmHost(Host):
         if os.geteuid() != 0:
             raise HostUnavailable(f"{self.where()}: booting a VM needs root (tap devices, bridges)")
         try:
-            image = ensure_image(project_root(), log=lambda m: print(m, file=sys.stderr, flush=True))
-            accel, self.accel_verdict = accel_mod.resolve(self.spec.get("accel", "auto"), image,
-                                         log=lambda m: print(m, file=sys.stderr, flush=True))
+            image = ensure_image(project_root(), log=_say)
+            accel, self.accel_verdict = accel_mod.resolve(self.spec.get("accel", "auto"), image, log=_say)
         except (ImageBuildError, FileNotFoundError) as e:
             raise HostUnavailable(f"{self.where()}: no guest image: {e}") from None
         on = self.spec.get("on", "local")
@@ -117,7 +122,7 @@ class VmHost(Host):
             if self.spec.get("boot", "restore") == "restore":
                 from msdbench.vm.snapshot import ensure_snapshot
 
-                snapshot, _ = ensure_snapshot(image, accel, log=lambda m: print(m, file=sys.stderr, flush=True))
+                snapshot, _ = ensure_snapshot(image, accel, log=_say)
             self.guest.boot(restore=snapshot)
         except BaseException:
             self.down()
@@ -133,7 +138,7 @@ class VmHost(Host):
         from msdbench.lifetime import exit_status
 
         self.died = exit_status(rc)
-        print(f"msdbench: {self.where()}: QEMU ended while the cell ran", file=sys.stderr, flush=True)
+        _say(f"msdbench: {self.where()}: QEMU ended while the cell ran")
         cut_connections(self.guest.link.guest_ip)
 
     def down(self) -> None:
@@ -142,9 +147,10 @@ class VmHost(Host):
             self.guest.shutdown()
             console = self.guest.console_tail(10_000)
             if self.died or os.environ.get("MSDBENCH_VM_CONSOLE"):
-                print(f"--- console of {self.guest.label} ---\n{console}", file=sys.stderr, flush=True)
+                _say(f"--- console of {self.guest.label} ---\n{console}")
         if self.parent is not None:
             self.parent.down()
+            self.parent_facts = self.parent.facts()  # the cell records them after teardown
             self.parent = None
         if self._work is not None:
             import shutil
@@ -167,8 +173,8 @@ class VmHost(Host):
                        msdbench=(d["guest"] or {}).get("msdbench"))
         if self.accel_verdict.get("kvm"):
             out["kvm"] = self.accel_verdict["kvm"]  # why KVM was (not) used
-        if self.parent is not None:
-            out["on_host"] = self.parent.facts()
+        if self.parent is not None or self.parent_facts:
+            out["on_host"] = self.parent.facts() if self.parent is not None else self.parent_facts
         if self.died:
             out["died"] = self.died
         return out

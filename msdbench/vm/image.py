@@ -20,7 +20,6 @@ Needs root (debootstrap, chroot), debootstrap (installed with apt-get if missing
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,9 +31,9 @@ import time
 from pathlib import Path
 
 from msdbench.backends.docker_image import (
-    GLIBC, PYTHON_VERSION, SUITE, ImageBuildError, Log, _apt_mirror, _cache_dir, _deb_arch,
-    _ensure_debootstrap, _host_machine, _no_build_isolation, _remove_tree, _requirements, _run,
-    _sha, _snapshot, _unmount_under, _wheelhouse)
+    GLIBC, PYTHON_VERSION, SUITE, ImageBuildError, Log, _apt_mirror, _build_lock, _cache_dir, _deb_arch,
+    _host_machine, _no_build_isolation, _remove_tree, _requirements, _run, _sha, _snapshot,
+    _wheelhouse, debootstrap)
 
 BASE_BUILDER_VERSION = 1
 PROJECT_BUILDER_VERSION = 1
@@ -66,17 +65,10 @@ def vm_cache() -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _build_lock():
-    """One guest image build per machine at a time."""
-    import fcntl
-
-    with open(vm_cache() / "build.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def build_lock():
+    """One guest image or snapshot build per machine at a time (its own lock: a cell only waits
+    for a guest build, never for a docker one)."""
+    return _build_lock("vm-image.lock")
 
 
 def _base_spec(requirements: list[str]) -> dict:
@@ -85,6 +77,15 @@ def _base_spec(requirements: list[str]) -> dict:
             "packages": sorted(GUEST_PACKAGES), "initrd_modules": list(INITRD_MODULES),
             "requirements": requirements, "python": PYTHON_VERSION, "glibc": GLIBC,
             "cleanup": list(CLEANUP), "init": _sha(INIT_STUB)}
+
+
+def _prune(keep: str, log: Log) -> None:
+    """A new base replaces the cached ones (~450 MB each) and every project disk and snapshot made
+    on them: a cache, rebuilt on demand (running guests keep their open files)."""
+    for path in vm_cache().iterdir():
+        if path.is_dir() and path.name != keep and path.name.startswith(("base-", "project-")):
+            shutil.rmtree(path, ignore_errors=True)
+            log(f"removed the stale guest image {path.name}")
 
 
 def image_hashes(project_root: Path, log: Log | None = None) -> dict:
@@ -115,7 +116,6 @@ def _build_base(dest: Path, requirements: list[str], log: Log) -> dict:
     for tool in ("mkfs.ext4", "chroot"):
         if not shutil.which(tool):
             raise ImageBuildError(f"building the guest image needs {tool} (Debian: e2fsprogs, coreutils)")
-    debootstrap = _ensure_debootstrap(log)
     mirror = _apt_mirror()
     machine = _host_machine()
     started = time.monotonic()
@@ -123,10 +123,8 @@ def _build_base(dest: Path, requirements: list[str], log: Log) -> dict:
     try:
         root = work / "rootfs"
         log(f"guest base: debootstrap minbase {SUITE} from {mirror} + {' '.join(GUEST_PACKAGES)}")
-        _run([debootstrap, "--variant=minbase", f"--arch={_deb_arch(machine)}",
-              f"--include={','.join(GUEST_PACKAGES)}", SUITE, str(root), mirror], log, "debootstrap",
-             env=dict(os.environ, INITRD="No"))  # no initrd with every module: ours comes next
-        _unmount_under(root)
+        # INITRD=No: no initrd with every module now; ours (a few modules) comes next.
+        debootstrap(root, GUEST_PACKAGES, machine, log, env=dict(os.environ, INITRD="No"))
         log(f"guest base: rootfs in {time.monotonic() - started:.0f} s; initrd, venv, wheels")
         # A small initrd: just what finds and mounts /dev/vda and brings up eth0.
         (root / "etc/initramfs-tools/modules").write_text("\n".join(INITRD_MODULES) + "\n")
@@ -209,13 +207,14 @@ def ensure_image(project_root: Path, log: Log = print) -> dict:
     "requirements", "build_seconds", "cached"}. Raises ImageBuildError.
     """
     started = time.monotonic()
-    with _build_lock():
+    with build_lock():
         h = image_hashes(Path(project_root), log)
         base = vm_cache() / f"base-{h['base_hash']}"
         project = vm_cache() / f"project-{h['hash']}"
         cached = base.is_dir() and project.is_dir()
         if not base.is_dir():
             _build_base(base, h["requirements"], log)
+            _prune(keep=base.name, log=log)
         if not project.is_dir():
             _build_project(project, h["files"], log)
     info = json.loads((base / "base.json").read_text())

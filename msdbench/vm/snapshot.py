@@ -16,7 +16,7 @@ from pathlib import Path
 
 from msdbench.vm.accel import qemu_version
 from msdbench.vm.guest import Guest
-from msdbench.vm.image import _build_lock, vm_cache
+from msdbench.vm.image import build_lock, vm_cache
 
 
 def snapshot_path(image: dict, accel: str) -> Path:
@@ -27,7 +27,7 @@ def ensure_snapshot(image: dict, accel: str, log=print) -> tuple[Path, dict]:
     """(path, description) of the snapshot for this image and accelerator; made if missing."""
     path = snapshot_path(image, accel)
     meta_path = path.with_suffix(".json")
-    with _build_lock():
+    with build_lock():
         if path.is_file() and meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             if meta.get("qemu") == qemu_version():
