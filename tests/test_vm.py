@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from msdbench.cell import run_cell
+from msdbench.lifetime import owner_tag
 from msdbench.planning import Cell, plan
 from msdbench.vm import net
 from msdbench.vm.stamp import unavailable_reason
@@ -37,14 +38,16 @@ BEPS = {"pinning": "same-core", "workers": 2,
 
 
 def vm_objects() -> dict:
-    """Every guest's QEMU process, msdv link and state directory, every msdb- namespace here."""
+    """Every guest's QEMU process, msdv link and state directory here, and this session's
+    namespaces."""
     qemus = {p.pid for p in psutil.process_iter(["cmdline"])
              if p.info["cmdline"] and "qemu-system-x86_64" in p.info["cmdline"][0]
              and any(a.startswith("msdbench-") for a in p.info["cmdline"])}
     links = {n for n in os.listdir("/sys/class/net") if n.startswith(net.PREFIX)}
     states = {f.parent.name for f in net.STATE_ROOT.glob("*/state.json")}
+    mine = owner_tag()  # this session's namespaces (other runs on the machine have their own)
     spaces = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-              .stdout.split() if n.startswith("msdb-")}
+              .stdout.split() if n.startswith(mine + "-")}
     return {"qemu": qemus, "links": links, "states": states, "namespaces": spaces}
 
 
