@@ -318,3 +318,24 @@ def test_deployment_ratio_is_labelled_with_the_kind_of_host(tmp_path):
     assert (dep["numerator"] == "d5 (emulated host: edge1)").all()
     assert dep.loc[("linux", "create_user"), "paper_ratio"] == 50.5
     assert "45-56x" in dep.loc[("linux", "create_user"), "note"]
+
+
+def test_vm_deployment_ratios_carry_the_accelerator_and_never_pool_two():
+    """d3 / d2 and d4 / d2 beside the paper's 14-16x and 65-68x; a TCG cell and a KVM cell of the
+    same kind give two rows, each labelled with its accelerator."""
+    from msdbench.figures.ratios import ratios
+
+    def row(dep, mean, accel=None, host="local", kind="local"):
+        return _row("beps", "linux", "tiered", dep, mean, "create_user") | {
+            "client_host": host, "client_host_kind": kind, "client_accel": accel}
+
+    beps = pd.DataFrame([row(2, 100.0), row(3, 1500.0, "tcg", "vm1", "vm"),
+                         row(4, 6000.0, "tcg", "vm2", "vm"), row(3, 300.0, "kvm", "vm1", "vm")])
+    dep = ratios(beps=beps)
+    dep = dep[dep["comparison"] == "deployment"].set_index(["deployment", "host"])
+    assert sorted(dep.index) == [(3, "VM (KVM)"), (3, "VM (TCG, emulated)"), (4, "VM (TCG, emulated)")]
+    assert dep.loc[(3, "VM (TCG, emulated)"), "ratio"] == 15.0 and dep.loc[(3, "VM (KVM)"), "ratio"] == 3.0
+    assert dep.loc[(4, "VM (TCG, emulated)"), "ratio"] == 60.0
+    assert dep.loc[(3, "VM (KVM)"), "paper_ratio"] == 15.0 and dep.loc[(4, "VM (TCG, emulated)"), "paper_ratio"] == 66.5
+    assert "14-16x" in dep.loc[(3, "VM (KVM)"), "note"]
+    assert dep.loc[(3, "VM (TCG, emulated)"), "numerator"] == "d3 (VM (TCG, emulated): vm1)"
