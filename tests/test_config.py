@@ -98,7 +98,7 @@ def test_paper_config_has_the_papers_sizes():
     ({"beps__deployments": [1, 5], "deployments": KeyError}, ["beps", "deployment 5", "client_host"]),
     ({"throughput__deployment": 3}, ["throughput.deployment", "[2, 5]"]),
     ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "vmm"}}, "deployments": {5: {"client_host": "edge1"}}},
-     ["hosts.edge1.kind", "'vmm'", "'local', 'netns', 'ssh', 'vm'"]),
+     ["hosts.edge1.kind", "'vmm'", "'local', 'netns', 'ssh', 'board', 'vm'"]),
     ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "netns", "rate": "fast"}},
       "deployments": {5: {"client_host": "edge1"}}}, ["hosts.edge1.rate", "'fast'", "100mbit"]),
     ({"hosts": {"edge1": {"kind": "ssh", "url": "http://x"}}}, ["hosts.edge1.url", "ssh://user@host"]),
