@@ -29,7 +29,8 @@ from msdbench.vm.stamp import unavailable_reason
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(bool(unavailable_reason()), reason=f"VMs: {unavailable_reason()}")
+pytestmark = [pytest.mark.vm,
+              pytest.mark.skipif(bool(unavailable_reason()), reason=f"VMs: {unavailable_reason()}")]
 
 VM1 = {"client_host": "vm1", "hosts": {"vm1": {"kind": "vm", "on": "local"}}}
 MICRO = {"requests": 300, "warmup": 50, "pinning": "same-core"}
@@ -151,7 +152,12 @@ def test_guest_killed_mid_cell_fails_the_cell_naming_the_vm(image, tmp_path, not
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert re.search(r"host 'vm1' \(VM 'vm1' \((TCG, emulated|KVM), msdv\w+\); QEMU ended: signal SIGKILL\)", err), err
-    assert not (tmp_path / "c.json").exists() and not (tmp_path / "c.parquet").exists()
+    # The record says failed (no result), naming the client's domain, its host and the VM's end.
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["status"] == "failed"
+    (culprit,) = record["failure"]["culprits"]
+    assert culprit["domain"] == "client" and culprit["host"] == "vm1"
+    assert "QEMU ended: signal SIGKILL" in record["failure"]["summary"]
 
 
 def test_a_guest_that_never_answers_is_ended_by_its_deadline_with_its_console(image, tmp_path, nothing_left):
