@@ -108,6 +108,7 @@ def _measure(backend, manifest: Manifest, raw_path, meta_path, measure, meta: di
     meta["start_ns"] = time.time_ns()
     t0 = time.monotonic()
     with interrupts_unwind() as interrupts:
+        backend.between_steps = interrupts.check
         try:
             dep = backend.up(manifest)
         except HostUnavailable as e:  # an unreachable host: skipped with the reason, as docker

@@ -84,6 +84,10 @@ class Backend:
         """Release what the backend holds across its cells (a client, a temp dir); called last."""
 
     # -- shared ------------------------------------------------------------------------------
+    # Called between bring-up steps: the cell sets it to raise an interrupt that Python dropped
+    # while a domain was being started (msdbench/cell.py, Interrupts).
+    between_steps = staticmethod(lambda: None)
+
     def up(self, manifest: Manifest) -> "Deployment":
         dep = Deployment(self, manifest)
         try:
@@ -91,6 +95,7 @@ class Backend:
             self.prepare(manifest)
             for d in manifest.domains:
                 dep.handles[d.name] = self.start_domain(manifest, d.name)
+                self.between_steps()
             for h in dep.handles.values():
                 host, port = split_address(h.control_address)
                 h.control = ThriftClient(idl.load("control").Control, host, port,
