@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from msdbench.vm.guest import ACCELS, QEMU, Guest, GuestError
-from msdbench.backends.docker_image import _sha
+from msdbench.backends.docker_recipe import _sha
 from msdbench.vm.image import vm_cache
 
 PROBE_DEADLINE_S = 30.0  # a working KVM boots this guest in a few seconds

@@ -30,10 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from msdbench.backends.docker_image import (
-    GLIBC, PYTHON_VERSION, SUITE, ImageBuildError, Log, _apt_mirror, _build_lock, _cache_dir, _deb_arch,
-    _host_machine, _no_build_isolation, _remove_tree, _requirements, _run, _sha, _snapshot,
-    _wheelhouse, debootstrap)
+from msdbench.backends.docker_build import (ImageBuildError, _apt_mirror, _build_lock, _cache_dir,
+                                            _no_build_isolation, _remove_tree, _run, _wheelhouse,
+                                            debootstrap)
+from msdbench.backends.docker_recipe import (GLIBC, PYTHON_VERSION, SUITE, Log, _deb_arch,
+                                             _host_machine, _requirements, _sha, _snapshot)
 
 BASE_BUILDER_VERSION = 1
 PROJECT_BUILDER_VERSION = 1
