@@ -42,10 +42,10 @@ def test_each_suite_has_its_config_section_and_captions(name):
         assert callable(suites.resolve(ref)), ref
 
 
-def test_fixed_axes_are_enforced_by_planning():
+def test_a_suites_own_deployments_are_enforced_by_planning():
     from msdbench.planning import plan
 
-    with pytest.raises(PlanError, match="deployment: the throughput suite runs at deployment 2 only"):
+    with pytest.raises(PlanError, match="deployment: the throughput suite runs at deployment 2"):
         plan(Cell("throughput", "linux", "process", "tiered", 1))
     m = plan(Cell("throughput", "linux", "process", "tiered", 2), {"workers": 2})
     assert m.suite == "throughput" and m.service("lb").domain == "front"
