@@ -120,3 +120,33 @@ def engine():
         pytest.skip(f"no reachable Docker Engine: {exc}")
     yield client
     client.close()
+
+
+def throwaway_sshd(d: Path, address: str | None, port: int) -> str:
+    """Keys (host, user) and an sshd_config in `d` for a test's own sshd: root login by this key
+    only, on `port` of `address` (None: every address it has). Returns the sshd binary; skips
+    without openssh-server."""
+    import textwrap
+
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd_bin).exists() or not shutil.which("ssh-keygen"):
+        pytest.skip("needs openssh-server (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        pytest.skip("the throwaway sshd logs in as root: needs root")
+    d.mkdir(parents=True, exist_ok=True)
+    for key in ("hostkey", "userkey"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "sshd_config").write_text(textwrap.dedent(f"""\
+        Port {port}
+        ListenAddress {address or "0.0.0.0"}
+        HostKey {d}/hostkey
+        AuthorizedKeysFile {d}/userkey.pub
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        UsePAM no
+        StrictModes no
+        PidFile {d}/sshd.pid
+        """))
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    return sshd_bin

@@ -30,7 +30,7 @@ from msdbench.backends.base import BackendError
 from msdbench.cell import CellFailed, run_cell
 from msdbench.planning import Cell, plan
 
-from conftest import copy_project
+from conftest import throwaway_sshd, copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE = "tcp://127.0.0.1:9"
@@ -396,29 +396,9 @@ def _free_port() -> int:
 def sshd(tmp_path):
     """An sshd on a free port of 127.0.0.1 with a throwaway host key and client key (root login by key
     only), and a HOME whose ~/.ssh knows them: the user's own ~/.ssh is never touched."""
-    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd_bin).exists() or not shutil.which("ssh-keygen"):
-        pytest.skip("needs openssh-server (apt-get install openssh-server)")
-    if os.geteuid() != 0:
-        pytest.skip("the throwaway sshd logs in as root: needs root")
     d = tmp_path / "ssh"
-    d.mkdir()
-    for key in ("hostkey", "userkey"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
     port = _free_port()
-    (d / "sshd_config").write_text(textwrap.dedent(f"""\
-        Port {port}
-        ListenAddress 127.0.0.1
-        HostKey {d}/hostkey
-        AuthorizedKeysFile {d}/userkey.pub
-        PermitRootLogin prohibit-password
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        UsePAM no
-        StrictModes no
-        PidFile {d}/sshd.pid
-        """))
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    sshd_bin = throwaway_sshd(d, "127.0.0.1", port)
     proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
                             stderr=open(d / "sshd.log", "wb"))
     deadline = time.monotonic() + 10

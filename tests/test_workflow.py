@@ -80,8 +80,8 @@ def test_tiny_matrix_end_to_end_and_incremental(workflow_copy):
     assert micro_cells == {"micro/linux/process/co-located/d1/p0", "micro/linux/process/co-located/d1/p64",
                            "micro/linux/process/isolated/d2/p0", "micro/linux/process/isolated/d2/p64"}
     assert {k for k in cells if not k.startswith("micro/")} == {
-        "beps/linux/process/tiered/d2", "throughput/closed/linux/process/co-located",
-        "throughput/open/linux/process/co-located"}
+        "beps/linux/process/tiered/d2", "throughput/closed/linux/process/co-located/d2",
+        "throughput/open/linux/process/co-located/d2"}
     figures = {p.name for p in (wd / "results/figures").iterdir() if not p.name.startswith(".")}
     assert figures == {f"{n}.{e}" for n in ("micro", "beps", "throughput", "throughput-latency")
                        for e in ("png", "pdf")}

@@ -157,7 +157,11 @@ def source_address(toward: str) -> str:
     """The address of this machine that packets to `toward` leave from (routing decides; no packet
     is sent): what a host on the other end of the link reaches this machine at."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((toward, 9))
+        try:
+            s.connect((toward, 9))
+        except OSError as e:
+            raise HostUnavailable(f"host 'local': no route from this machine to {toward}: {e}") \
+                from None
         return s.getsockname()[0]
 
 
