@@ -225,6 +225,7 @@ def remote(tmp_path):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    sshd.kill()  # also if its namespace is already gone (nothing left to list it by)
     sshd.wait(10)
     ns.down()
 
