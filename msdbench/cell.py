@@ -11,7 +11,9 @@ non-zero, so Snakemake removes both files and runs the cell again next time.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from msdbench.backends import make_backend
 from msdbench.backends.base import BackendError
 from msdbench.culprits import culprits_report, culprits_summary
 from msdbench.hosts import HostUnavailable
+from msdbench.hostload import host_cpu, host_load, wait_quiet
 from msdbench.manifest import Manifest
 from msdbench.metadata import config_hash, environment
 from msdbench.records import CellRecord
@@ -34,6 +37,11 @@ STATUS_FAILED = "failed"  # a service died or stopped answering: no result
 
 class CellFailed(BackendError):
     """A service died or stopped answering during the cell (its record names it)."""
+
+
+# The TCP echo reference, right before and right after the cell's own calls in every repetition
+# (msdbench/echo.py): ECHO_CALLS each time, the first ECHO_WARMUP of them marked warm-up.
+ECHO_CALLS, ECHO_WARMUP = 1000, 200
 
 
 class Interrupts:
@@ -74,14 +82,19 @@ def driver_spec(m: Manifest) -> dict:
 
 def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, measure,
            cell: dict | None = None, empty_raw=None, backend_options: dict | None = None,
-           workdir: str | Path | None = None) -> dict:
+           workdir: str | Path | None = None, repeats: int = 1, quiet: dict | None = None,
+           log=None) -> dict:
     """What every measurement shares: the record's header, a skipped record where the backend is
     unavailable, bring-up and teardown (always), timing and placement, and the two files.
 
     `measure(dep, meta) -> DataFrame` runs on the deployment, adds its own fields to `meta`
-    (at least "status") and returns the raw rows. `cell` overrides the identity fields. The
-    record is checked against `records.CellRecord` before anything is written; returns its JSON
-    form (a dict), as written."""
+    (at least "status") and returns the raw rows. `cell` overrides the identity fields.
+    It runs `repeats` times, each on a fresh bring-up; the raw rows get the repetition's index
+    (`rep`), and `meta["repetitions"]` what each one saw of the host (msdbench/hostload.py).
+    With `quiet`, a repetition that other work disturbed (more than quiet["max_unaccounted"]
+    CPUs busy beside it on its CPUs) is measured again, at most quiet["retries"] times a cell;
+    the redone attempts stay in `meta["repetitions"]` with kept = false. The record is checked
+    against `records.CellRecord` before anything is written; returns its JSON form, as written."""
     meta = {"cell": cell or {k: getattr(manifest, k) for k in
                              ("suite", "platform", "backend", "isolation", "deployment")},
             "settings": manifest.settings, "config_hash": config_hash(manifest.settings),
@@ -89,13 +102,14 @@ def record(manifest: Manifest, raw_path: str | Path, meta_path: str | Path, meas
     options = (backend_options or {}) | manifest.settings.get("backend_options", {})
     backend = make_backend(manifest.backend, workdir, **options)
     try:
-        return _measure(backend, manifest, raw_path, meta_path, measure, meta, empty_raw)
+        return _measure(backend, manifest, raw_path, meta_path, measure, meta, empty_raw,
+                        repeats, quiet, log or _stderr)
     finally:
         backend.close()
 
 
 def _measure(backend, manifest: Manifest, raw_path, meta_path, measure, meta: dict,
-             empty_raw) -> dict:
+             empty_raw, repeats: int, quiet: dict | None, log) -> dict:
     def skipped(reason: str) -> dict:
         meta.update(status=STATUS_SKIPPED, reason=reason, manifest=manifest.to_dict())
         with interrupts_unwind():
@@ -110,20 +124,9 @@ def _measure(backend, manifest: Manifest, raw_path, meta_path, measure, meta: di
     with interrupts_unwind() as interrupts:
         backend.between_steps = interrupts.check
         try:
-            dep = backend.up(manifest)
+            raw = repeat(backend, manifest, measure, meta, repeats, quiet, log, interrupts)
         except HostUnavailable as e:  # an unreachable host: skipped with the reason, as docker
             return skipped(str(e))
-        with dep:
-            interrupts.check()
-            meta["bring_up_s"] = round(time.monotonic() - t0, 3)
-            meta["placement"] = dep.placement()
-            meta["backend_info"] = backend.describe()
-            meta["manifest"] = dep.manifest.to_dict()
-            raw = measure(dep, meta)
-            interrupts.check()
-        interrupts.check()  # also a signal that came during teardown: then nothing is written
-        if getattr(dep, "hosts", None) is not None:  # after teardown: with the time it took
-            meta["hosts"] = dep.hosts.facts()
         meta["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         meta["end_ns"] = time.time_ns()
         meta["wall_s"] = round(time.monotonic() - t0, 3)
@@ -133,6 +136,61 @@ def _measure(backend, manifest: Manifest, raw_path, meta_path, measure, meta: di
         raise CellFailed(f"cell {c['suite']} {c['platform']}/{c['backend']} {c['isolation']} "
                          f"d{c['deployment']} failed: " + culprits_report(written["failure"]["culprits"]))
     return written
+
+
+def repeat(backend, manifest: Manifest, measure, meta: dict, repeats: int, quiet: dict | None,
+           log, interrupts: Interrupts) -> pd.DataFrame:
+    """Bring the manifest up, `measure`, tear down: `repeats` times, each from scratch. Returns
+    the repetitions' raw rows with their index (`rep`); notes in `meta["repetitions"]` what each
+    attempt saw of the host; redoes a disturbed one while the cell's budget lasts (see record)."""
+    cpus = pinned_cpus(manifest)
+    budget = int(quiet.get("retries", 0)) if quiet else 0
+    reps, frames, failed = [], [], None
+    while len(frames) < repeats and failed is None:
+        if quiet and quiet.get("wait_s"):
+            wait_quiet(quiet, log, cpus)
+        rep = {"rep": len(frames), "attempt": len(reps), "start_ns": time.time_ns()}
+        t_rep = time.monotonic()
+        with backend.up(manifest) as dep:
+            interrupts.check()
+            rep["bring_up_s"] = round(time.monotonic() - t_rep, 3)
+            meta.setdefault("bring_up_s", rep["bring_up_s"])
+            meta["placement"] = dep.placement()
+            meta["backend_info"] = backend.describe()
+            meta["manifest"] = dep.manifest.to_dict()
+            ours, host = _our_cpu_s(dep), host_cpu()
+            t_run = time.monotonic()
+            raw = measure(dep, meta)
+            window, host_after, ours_after = time.monotonic() - t_run, host_cpu(), _our_cpu_s(dep)
+            interrupts.check()
+        interrupts.check()  # also a signal that came during teardown: then nothing is written
+        if getattr(dep, "hosts", None) is not None:  # after teardown: with the time it took
+            meta["hosts"] = dep.hosts.facts()
+        rep["end_ns"] = time.time_ns()
+        rep["placement"] = meta["placement"]
+        rep["host"] = (host_load(host, host_after, ours_after - ours, window, cpus)
+                       if ours is not None and ours_after is not None else None)
+        other = (rep["host"] or {}).get("unaccounted_util")
+        rep["disturbed"] = bool(quiet and other is not None and other > quiet["max_unaccounted"])
+        rep["status"] = meta["status"]
+        reps.append(rep)
+        meta["repetitions"] = reps
+        if rep["disturbed"] and sum(not r["kept"] for r in reps[:-1]) < budget:
+            rep["kept"] = False
+            log(f"repetition {rep['rep'] + 1}/{repeats}: other work kept {other:.2f} CPUs busy "
+                "beside it; measured again")
+            continue
+        rep["kept"] = True
+        raw.insert(0, "rep", len(frames))
+        frames.append(raw)
+        if meta["status"] != STATUS_OK:
+            failed = dict(meta)  # a failed check is a wrong answer: no point repeating it
+        log(f"repetition {rep['rep'] + 1}/{repeats}: {meta['status']}, "
+            f"{time.monotonic() - t_rep:.1f} s, other work on its CPUs: "
+            f"{other if other is not None else '?'} CPUs")
+    if failed is not None:
+        meta.update(status=failed["status"], driver=failed.get("driver", meta.get("driver")))
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> dict:
@@ -148,6 +206,35 @@ def write_pair(raw_path: str | Path, raw, meta_path: str | Path, meta: dict) -> 
         Path(raw_path).unlink(missing_ok=True)
         raise
     return record
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # stdout is the command's result (one_line)
+
+
+def pinned_cpus(manifest: Manifest) -> list[int] | None:
+    """The CPUs the cell's domains are pinned to; None if any domain is left to the scheduler."""
+    cpus = [d.cpus for d in manifest.domains]
+    return None if any(not c for c in cpus) else sorted({c for cs in cpus for c in cs})
+
+
+def _echo_address(dep) -> str | None:
+    """Where the entry service's domain serves the TCP echo reference (None where its backend
+    runs no echo: a board on a serial line)."""
+    if not hasattr(dep, "handle_of"):
+        return None
+    entry = dep.manifest.edges_from(dep.manifest.client)[0].callee
+    return dep.handle_of(entry).hello.get("echo")
+
+
+def _our_cpu_s(dep) -> float | None:
+    """CPU seconds used so far by the cell's domains and by this harness (None where the
+    backend cannot say, or a domain does not answer: then no repetition is judged disturbed)."""
+    stats = dep.probe() if hasattr(dep, "probe") else {}
+    if not stats or any("error" in s for s in stats.values()):
+        return None
+    t = os.times()
+    return sum(s["user_s"] + s["system_s"] for s in stats.values()) + t.user + t.system
 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
@@ -168,8 +255,12 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
             meta["faults_injected"] = [list(f) for f in faults]
         if on_up is not None:
             on_up(dep)
+        spec = driver_spec(manifest)
+        echo = _echo_address(dep)
+        if echo:
+            spec["echo"] = {"address": echo, "calls": ECHO_CALLS, "warmup": ECHO_WARMUP}
         try:
-            result, error = dep.run_driver(driver_spec(manifest)), None
+            result, error = dep.run_driver(spec), None
         except BackendError as e:
             result, error = None, e
         # A dead service may also surface as failed calls in a driver that ran to the end.
@@ -192,4 +283,6 @@ def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,
         return samples_frame(samples)
 
     return record(manifest, raw_path, meta_path, measure, empty_raw=empty,
-                  backend_options=backend_options, workdir=workdir)
+                  backend_options=backend_options, workdir=workdir,
+                  repeats=int(manifest.settings.get("repeats", 1)),
+                  quiet=manifest.settings.get("quiet"))

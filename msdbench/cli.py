@@ -204,6 +204,32 @@ def cmd_ratios(a) -> int:
     return 0
 
 
+def cmd_claims(a) -> int:
+    import pandas as pd
+
+    from msdbench.claims import write
+    from msdbench.figures.claims import plot
+
+    out = write(a.out, a.tables)
+    plot(out, a.png, a.pdf)
+    with pd.option_context("display.width", 250, "display.max_colwidth", 80):
+        print(out[["claim", "paper", "ours", "verdict", "why"]].to_string(index=False))
+    return 0
+
+
+def cmd_runinfo(a) -> int:
+    from msdbench.runinfo import write
+
+    print(write(a.out, a.records, a.tables).to_string(index=False))
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from msdbench.compare import main as compare_main
+
+    return compare_main(a.args)
+
+
 def cmd_gather(a) -> int:
     from msdbench.figures import gather
 
@@ -416,6 +442,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+", help="the suites' summary tables (.parquet)")
     p.set_defaults(fn=cmd_ratios)
 
+    p = sub.add_parser("claims", help="(rule claims) the paper's claims against the tables: "
+                       "a CSV and a figure")
+    p.add_argument("out", help="the claims table (.csv)")
+    p.add_argument("tables", nargs="*", help="summary tables (.parquet), named for their suite")
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.set_defaults(fn=cmd_claims)
+
+    p = sub.add_parser("runinfo", help="(rule run_info) the run's machine, versions, pinning, "
+                       "noise and steadiness as one table")
+    p.add_argument("out", help="the table (.csv)")
+    p.add_argument("--records", nargs="+", required=True, help="the cells' records (.json)")
+    p.add_argument("--tables", nargs="*", default=[], help="latency summary tables (.parquet)")
+    p.set_defaults(fn=cmd_runinfo)
+
+    p = sub.add_parser("compare", add_help=False,
+                       help="which cells of two runs (results dirs or git revisions) differ "
+                       "beyond their 95%% CIs; exit 1 if any (--help for options)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_compare)
+
     p = sub.add_parser("gather", help="(rule figures) the figures into one directory")
     p.add_argument("out")
     p.add_argument("files", nargs="+")
@@ -501,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its options are its own (msdbench/bench.py)
         return cmd_bench(argparse.Namespace(args=argv[1:]))
+    if argv[:1] == ["compare"]:  # likewise (msdbench/compare.py)
+        return cmd_compare(argparse.Namespace(args=argv[1:]))
     a = parser().parse_args(argv)
     try:
         return a.fn(a)

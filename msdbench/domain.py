@@ -26,7 +26,9 @@ import threading
 import time
 import traceback
 
-from msdbench import idl
+import numpy as np
+
+from msdbench import echo, idl
 from msdbench.manifest import Edge, Manifest
 from msdbench.pinning import pin_self
 from msdbench.services import KINDS
@@ -52,6 +54,10 @@ class DomainRuntime:
         wire = manifest.settings.get("wire") or {}
         limits = Limits.from_settings(wire)
         max_connections = int(wire.get("max_connections", DEFAULT_MAX_CONNECTIONS))
+        # The TCP echo reference lives beside the entry service (the client's callee), so that it
+        # crosses the same boundary and runs under the same pinning as the cell's own calls.
+        entry = [e.callee for e in manifest.edges_from(manifest.client)]
+        self.echo = echo.start_server(bind_host) if set(entry) & set(self.domain.services) else None
         for name in self.domain.services:
             svc = manifest.service(name)
             if svc.kind == "client":
@@ -67,6 +73,7 @@ class DomainRuntime:
             "domain": self.domain.name,
             "pid": os.getpid(),
             "affinity": sorted(self.affinity),
+            "echo": f"{self.advertise_host}:{self.echo.getsockname()[1]}" if self.echo else None,
             "services": {
                 name: {t: bindings.advertise(t, lst, self.advertise_host) for t, lst in by_t.items()}
                 for name, by_t in self.listeners.items()
@@ -111,7 +118,7 @@ class DomainRuntime:
         return stub
 
     def run_driver(self, spec: dict) -> dict:
-        from msdbench.drivers import run_driver
+        from msdbench.drivers import columns, run_driver
 
         client = self.manifest.client
         if self.manifest.service(client).domain != self.domain.name:
@@ -129,12 +136,20 @@ class DomainRuntime:
                 sockets.append({"local": text(sock.getsockname()), "peer": text(sock.getpeername())})
             return stub
 
+        ref = spec.get("echo")  # {"address", "calls"}: measured right before and right after
+        before = echo.round_trips(ref["address"], ref["calls"]) if ref else None
         result = run_driver(spec, connect)
+        if ref:
+            after = echo.round_trips(ref["address"], ref["calls"])
+            warm = np.arange(2 * ref["calls"]) < ref.get("warmup", 0)
+            result["samples"]["echo"] = columns(warmup=warm, e2e_ns=np.concatenate([before, after]))
         result["client_affinity"] = sorted(os.sched_getaffinity(0))
         result["client_socket"] = sockets[0] if sockets else None
         return result
 
     def close(self) -> None:
+        if self.echo is not None:
+            self.echo.close()
         for by_t in self.listeners.values():
             for lst in by_t.values():
                 lst.close()

@@ -2,7 +2,9 @@
 
 Length-prefixed (4-byte big-endian length, then the payload); the whole message comes back.
 One thread per connection, one recv_into (usually) and one sendall per message. `msdbench bench`
-compares every binding's path with it in the same run.
+compares every binding's path with it in the same run, and every latency cell measures it in each
+repetition, from the client's domain to the entry service's, under the same pinning
+(`round_trips`): the machine's speed at that moment, which its tables divide latencies by.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
+
+import numpy as np
 
 _LEN = struct.Struct("!I")
 
@@ -75,3 +80,18 @@ class EchoClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def round_trips(address: str, calls: int, payload: bytes = b"") -> np.ndarray:
+    """`calls` timed echo round trips (ns) to the echo server at host:port, one at a time."""
+    host, port = address.rsplit(":", 1)
+    client = EchoClient(int(port), host)
+    message, out, clock = frame(payload), np.empty(calls, dtype=np.int64), time.perf_counter_ns
+    try:
+        for i in range(calls):
+            t0 = clock()
+            client.call(message)
+            out[i] = clock() - t0
+    finally:
+        client.close()
+    return out

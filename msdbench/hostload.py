@@ -1,6 +1,11 @@
-"""How busy this host's CPUs are, from /proc/stat: per CPU, and the share that the processes a
-measurement knows about do not account for (other tenants, kernel work, steal). A point measured on
-a busy machine says so; a sweep can wait for a quiet host before its next point."""
+"""How busy the host was around a measurement, and with whose work.
+
+On a shared machine a latency is only as good as the quiet it was measured in. From /proc/stat
+(per CPU: busy and total jiffies, and steal: time the hypervisor gave our vCPU to someone else)
+and the CPU time our own processes report, a measurement learns how much CPU other work used
+beside it (`unaccounted_util`, in CPUs) on the CPUs it ran on. The throughput study and the
+latency cells' repetitions both use it to wait for a quiet host and to redo a disturbed run.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import os
 import time
 from pathlib import Path
 
+USER, NICE, SYSTEM, IDLE, IOWAIT, IRQ, SOFTIRQ, STEAL = range(8)
+
 
 def host_cpu() -> dict[str, list[int]] | None:
-    """Per CPU of the harness's host: [busy, total] jiffies (busy includes steal)."""
+    """Per CPU of this host: [busy, total, steal] jiffies (busy includes steal)."""
     try:
         lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
@@ -19,28 +26,46 @@ def host_cpu() -> dict[str, list[int]] | None:
     for line in lines:
         f = line.split()
         if f and f[0].startswith("cpu") and f[0] != "cpu":
-            v = [int(x) for x in f[1:9]]  # user nice system idle iowait irq softirq steal
-            out[f[0]] = [sum(v) - v[3] - v[4], sum(v)]
+            v = [int(x) for x in f[1:9]]
+            out[f[0]] = [sum(v) - v[IDLE] - v[IOWAIT], sum(v), v[STEAL]]
     return out
 
 
-def host_load(before, after, ours_s: float, window_s: float) -> dict | None:
-    """How busy each CPU of this host was during the point, and the CPU time our processes do
-    not account for (other tenants, kernel work, steal): a point measured on a busy machine
-    says so."""
+def host_load(before, after, ours_s: float, window_s: float, cpus=None) -> dict | None:
+    """How busy each CPU was between two `host_cpu()` snapshots, the share of their time stolen
+    by the hypervisor, and the CPU time (in CPUs) our processes do not account for: other
+    tenants, kernel work, steal. `cpus` (numbers) restricts the accounting to the CPUs our
+    processes were pinned to: other work on a CPU we did not use does not disturb us."""
     if not before or not after:
         return None
+    names = [c for c in after if c in before]
+    if cpus:
+        names = [c for c in names if int(c[3:]) in set(cpus)] or names
     hz = os.sysconf("SC_CLK_TCK")
-    busy = {c: (after[c][0] - before[c][0]) / max(after[c][1] - before[c][1], 1)
-            for c in after if c in before}
-    busy_s = sum(after[c][0] - before[c][0] for c in busy) / hz
-    return {"busy": {c: round(b, 3) for c, b in busy.items()},
-            "unaccounted_util": round(max(busy_s - ours_s, 0.0) / window_s, 3) if window_s else None}
+    delta = {c: [a - b for a, b in zip(after[c], before[c])] for c in names}
+    busy_s = sum(d[0] for d in delta.values()) / hz
+    total = sum(d[1] for d in delta.values())
+    return {"busy": {c: round(d[0] / max(d[1], 1), 3) for c, d in delta.items()},
+            "steal": round(sum(d[2] for d in delta.values()) / total, 4) if total else None,
+            "unaccounted_util": round(max(busy_s - ours_s, 0.0) / window_s, 3) if window_s else None,
+            "load1": round(os.getloadavg()[0], 2)}
 
 
-def other_load(seconds: float = 1.0) -> float | None:
-    """CPUs of this host kept busy by others while nothing of ours runs (between points)."""
+def other_load(seconds: float = 1.0, cpus=None) -> float | None:
+    """CPUs of this host kept busy by others while nothing of ours runs."""
     a = host_cpu()
     time.sleep(seconds)
-    load = host_load(a, host_cpu(), 0.0, seconds)
+    load = host_load(a, host_cpu(), 0.0, seconds, cpus)
     return load["unaccounted_util"] if load else None
+
+
+def wait_quiet(quiet: dict, log, cpus=None) -> float | None:
+    """Before a measurement: wait up to quiet["wait_s"] for the host's other load (on `cpus`)
+    to drop below quiet["max_unaccounted"]; returns the last load seen."""
+    deadline = time.monotonic() + float(quiet.get("wait_s", 30))
+    load = other_load(cpus=cpus)
+    while load is not None and load > quiet["max_unaccounted"] and time.monotonic() < deadline:
+        log(f"  waiting for a quiet host: other work keeps {load:.2f} CPUs busy")
+        time.sleep(2)
+        load = other_load(cpus=cpus)
+    return load

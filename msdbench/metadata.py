@@ -12,7 +12,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 PACKAGES = ("msdbench", "thriftpy2", "cython", "numpy", "pandas", "pyarrow", "snakemake",
-            "docker", "pyyaml", "psutil")
+            "docker", "pyyaml", "psutil", "scipy")
 
 
 def package_versions() -> dict:

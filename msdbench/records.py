@@ -7,6 +7,8 @@ Format history:
   0 (no `format` key): written before records were versioned; the same fields as format 1
   1: the `format` key
   2: status "failed" (a service died or stopped answering) and its `failure` (msdbench/culprits.py)
+  3: `repetitions` (one entry per bring-up: index, attempt, kept, host noise, placement) and a
+     `rep` column in the raw samples; a record of format 0 or 1 is read as one repetition
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-FORMAT = 2
+FORMAT = 3
 
 
 class RecordError(ValueError):
@@ -60,6 +62,7 @@ class CellRecord(BaseModel):
     hosts: dict | None = None         # the hosts' facts (msdbench.hosts), where a domain ran
     # latency suites
     driver: dict | None = None        # the driver's result without its samples
+    repetitions: list[dict] | None = None  # each bring-up: rep, attempt, kept, disturbed, host
     faults_injected: list | None = None
     # the throughput study
     points: list[dict] | None = None
@@ -75,7 +78,7 @@ def from_dict(d: dict, where: str = "cell record") -> CellRecord:
     if not isinstance(fmt, int) or fmt > FORMAT:
         raise RecordError(f"{where}: record format {fmt!r} is newer than this msdbench reads "
                           f"(format {FORMAT}); update msdbench or measure the cell again")
-    if fmt < FORMAT:  # 0 (unversioned) and 1 hold a subset of the fields of format 2
+    if fmt < FORMAT:  # 0 (unversioned), 1 and 2 hold a subset of the fields of format 3
         d = d | {"format": FORMAT}
     try:
         return CellRecord.model_validate(d)

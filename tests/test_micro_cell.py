@@ -15,7 +15,7 @@ import pytest
 
 from msdbench.backends.base import BackendError
 from msdbench.backends.process import ProcessBackend
-from msdbench.cell import run_cell
+from msdbench.cell import ECHO_CALLS, run_cell
 from msdbench.planning import Cell, plan
 
 from conftest import ROOT
@@ -29,6 +29,9 @@ def test_cell_samples_and_metadata(tmp_path, no_leftovers, isolation, deployment
     raw, meta_path = tmp_path / "c.parquet", tmp_path / "c.json"
     run_cell(m, raw, meta_path)
     df = pd.read_parquet(raw)
+    # beside the cell's calls, its TCP echo reference (msdbench/echo.py): before and after them
+    assert (df["op"] == "echo").sum() == 2 * ECHO_CALLS and set(df["rep"]) == {0}
+    df = df[df["op"] == "poll"]
     assert len(df) == 350 and df["warmup"].sum() == 50
     assert list(df["seq"]) == list(range(350)) and not df["warmup"].iloc[50:].any()
     # Same host, same clock: the server's stamp falls strictly inside each round trip, so both

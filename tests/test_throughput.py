@@ -58,6 +58,7 @@ def test_knee_and_peak():
 def test_auto_sweep_stops_two_points_after_the_knee(monkeypatch):
     """The sweep loop with a fake point: throughput rises to 4 clients, then flattens."""
     import msdbench.throughput.sweep as tp
+    from msdbench import hostload
 
     curve = {1: 1000, 2: 1900, 3: 2600, 4: 3000, 5: 3050, 7: 2900, 9: 3000}
 
@@ -77,6 +78,7 @@ def test_auto_sweep_stops_two_points_after_the_knee(monkeypatch):
 
 def test_a_point_disturbed_by_other_work_is_measured_again(monkeypatch):
     import msdbench.throughput.sweep as tp
+    from msdbench import hostload
 
     loads = iter([0.9, 0.05, 0.05])  # the first attempt at 1 client was disturbed
 
@@ -87,7 +89,7 @@ def test_a_point_disturbed_by_other_work_is_measured_again(monkeypatch):
                 "host": {"unaccounted_util": next(loads)}}, []
 
     monkeypatch.setattr(tp, "run_point", fake_point)
-    monkeypatch.setattr(tp, "other_load", lambda seconds=1.0: 0.0)
+    monkeypatch.setattr(hostload, "other_load", lambda seconds=1.0, cpus=None: 0.0)
     st = tp.SweepSettings(clients=[1, 2], quiet={"max_unaccounted": 0.3, "retries": 2})
     points, _ = tp.sweep(None, st, log=lambda _: None)
     assert [(p["clients"], p["attempt"], p["status"]) for p in points] == [

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on testbeds
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from msdbench.results import atomic_write_bytes  # noqa: E402
@@ -18,6 +19,37 @@ def good_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     notes = sorted({f"{r.platform}/{r.backend} {r.isolation} d{r.deployment}: {r.status}"
                     for r in bad.itertuples()})
     return df[df["status"] == "ok"], notes
+
+
+US = "\u00b5s"  # micro sign + s, in every axis label
+LOG_SPAN = 20     # a panel whose values span more than this factor gets a log axis
+
+
+def yerr(g: pd.DataFrame, value: str, low: str, high: str, floor) -> np.ndarray:
+    """Error bars (distances below and above `value`) from a CI's bounds. A lower bound below
+    `floor` (the fastest call: no mean can be below it) is drawn to the floor, so that a CI of
+    few repetitions never runs off the bottom of a log axis. Unknown bounds give no bar."""
+    v = g[value].to_numpy(dtype=float)
+    lo = np.fmax(g[low].to_numpy(dtype=float), np.asarray(floor, dtype=float))
+    hi = g[high].to_numpy(dtype=float)
+    return np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
+
+
+def platform_order(platform: str) -> int:
+    """The paper's order: Ambience (our specialized platform) first, then Linux."""
+    return {"specialized": 0, "linux": 1}.get(platform, 2)
+
+
+def log_if_wide(ax, values) -> None:
+    """A log y axis where the panel's values span more than LOG_SPAN (micro: a direct call next
+    to a socket round trip; BEPS: a co-located call next to an isolated publish)."""
+    v = np.asarray(pd.Series(values, dtype=float).dropna())
+    v = v[v > 0]
+    lo, hi = (v.min(), v.max()) if v.size else (0.0, 0.0)
+    if lo > 0 and hi / lo > LOG_SPAN:
+        ax.set_yscale("log")
+    elif lo >= 0:
+        ax.set_ylim(bottom=0)
 
 
 def save(fig, png: str, pdf: str) -> None:

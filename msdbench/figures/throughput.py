@@ -77,7 +77,7 @@ def where_clients(df: pd.DataFrame) -> str:
 def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
     df = table[table["mode"] == "closed"] if "mode" in table else table.iloc[0:0]
     backends = sorted(df["backend"].dropna().unique()) or ["process"]
-    fig, axes = plt.subplots(3, len(backends), figsize=(7.5 * len(backends), 9), squeeze=False,
+    fig, axes = plt.subplots(3, len(backends), figsize=(10.5 * len(backends), 9), squeeze=False,
                              sharex="col", gridspec_kw={"height_ratios": [3, 1.1, 1.1]})
     for col, backend in enumerate(backends):
         top, server, client = axes[0, col], axes[1, col], axes[2, col]
@@ -87,7 +87,8 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
             _empty(server, "")
             _empty(client, "")
             continue
-        for k, (label, iso, platform, g) in enumerate(_lines(sub)):
+        knees = []
+        for label, iso, platform, g in _lines(sub):
             color, ls = COLORS.get(iso, "gray"), STYLES.get(platform, ":")
             ok = g[g["status"] == "ok"]
             top.plot(ok["clients"], ok["rps"], ls, marker="o", ms=4, color=color, label=label)
@@ -98,23 +99,25 @@ def plot_rps(table: pd.DataFrame, png: str, pdf: str) -> None:
                 saturated = bool(r.saturated)
                 top.plot([r.clients], [r.rps], "*", ms=15, color=color if saturated else "white",
                          mec=color if not saturated else "black", mew=1.0, zorder=5)
-                text = (f"knee {r.clients}: {r.rps:,.0f}" if saturated
-                        else f"still rising at {r.clients}: {r.rps:,.0f}")
-                top.annotate(text, (r.clients, r.rps), textcoords="offset points",
-                             xytext=(6, 6 + 9 * (k % 3)), fontsize=7, color=color)
+                knees.append([label, f"{r.clients}" + ("" if saturated else " (still rising)"),
+                              f"{r.rps:,.0f}"])
             lost = g[g["status"] == "lost-data"]
             top.plot(lost["clients"], lost["rps"], "o", ms=9, mfc="none", mec="red", mew=1.5)
             for r in g[g["status"] == "failed"].itertuples():
                 y = ok["rps"].iloc[-1] if len(ok) else 0
                 top.plot([r.clients], [y], "X", ms=11, color=color, mec="red", zorder=6)
-                who = str(r.failure).split(":")[0][:40]
-                top.annotate(f"failed at {r.clients}: {who}", (r.clients, y),
-                             textcoords="offset points", xytext=(-10, -14), fontsize=7,
-                             color="red", ha="right")
+        if knees:  # beside the plot, not on it: labels on the curves overlapped their stars
+            t = top.table(cellText=knees, colLabels=["isolation, platform", "knee: clients",
+                                                     "req/s"],
+                          colWidths=[0.5, 0.3, 0.2], cellLoc="left",
+                          bbox=[1.03, 1.0 - min(1.0, 0.09 * (len(knees) + 1)), 0.62,
+                                min(1.0, 0.09 * (len(knees) + 1))])
+            t.auto_set_font_size(False)
+            t.set_fontsize(7)
         pin = ", ".join(sorted(sub["pinning"].dropna().astype(str).unique()))
         top.set_title(f"backend: {backend}; {where_clients(sub)}; pinning: {pin}", fontsize=9)
         top.set_ylabel("requests/s (all clients)")
-        top.set_ylim(0, top.get_ylim()[1] * 1.12)  # room for the knee's label
+        top.set_ylim(bottom=0)
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.grid(True, alpha=0.3)
         top.legend(fontsize=8, title="isolation, platform", title_fontsize=8)

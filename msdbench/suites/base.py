@@ -21,11 +21,13 @@ from msdbench.manifest import Manifest, Service
 # The columns of a latency suite's summary table, in this order (absent ones are left out).
 LATENCY_COLUMNS = (
     "suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
-    "client_accel", "payload", "payload_mode",
-    "wire_bytes", "op", "status", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us",
-    "min_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "server_mean_us",
-    "call_mean_us", "return_mean_us", "pinning", "problems", "reason", "log_tail", "config_hash",
-    "git_revision")
+    "client_accel", "payload", "payload_mode", "wire_bytes", "op", "status", "repeats", "redone",
+    "disturbed", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us", "min_us", "p50_us",
+    "p50_ci95_low_us", "p50_ci95_high_us", "p90_us", "p99_us", "p99.9_us", "max_us", "ci_method",
+    "echo_p50_us", "mean_x_echo", "mean_x_echo_ci95_low", "mean_x_echo_ci95_high", "p50_x_echo",
+    "p50_x_echo_ci95_low", "p50_x_echo_ci95_high", "p50_rep_cv", "p50_x_echo_rep_cv",
+    "server_mean_us", "call_mean_us", "return_mean_us", "host_load1", "other_cpu", "steal",
+    "pinning", "problems", "reason", "log_tail", "config_hash", "git_revision")
 LATENCY_SORT = ("platform", "backend", "isolation", "deployment", "payload", "op")
 
 
@@ -42,8 +44,10 @@ def wire_settings(config: dict) -> dict:
 
 
 def common_settings(config: dict) -> dict:
-    """The settings of every latency cell, whatever its suite."""
-    return {"pinning": config["pinning"], "deadline_s": config["deadline_s"]} | wire_settings(config)
+    """The settings of every latency cell, whatever its suite: its repetitions among them."""
+    return ({"pinning": config["pinning"], "deadline_s": config["deadline_s"],
+             "repeats": config.get("repeats", 1), "quiet": config.get("quiet")}
+            | wire_settings(config))
 
 
 def keys_as_text(config: dict) -> dict:

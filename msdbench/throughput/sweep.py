@@ -4,7 +4,6 @@ one deployment, and `run_sweep` (bring up, sweep, tear down, write the record)."
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pandas as pd
 
 from msdbench.backends.base import Deployment
 from msdbench.cell import record
-from msdbench.hostload import other_load
+from msdbench.hostload import wait_quiet
 from msdbench.manifest import Manifest
 from msdbench.suites.throughput import MODES
 from msdbench.throughput.point import (STATUS_DISTURBED, STATUS_FAILED, STATUS_LOST, STATUS_OK,
@@ -124,18 +123,6 @@ def _schedule(st: SweepSettings):
             yield n, None
     return auto(), feed
 
-def _wait_quiet(quiet: dict, log) -> float | None:
-    """Before a point: wait up to quiet["wait_s"] for the host's other load to drop below
-    quiet["max_unaccounted"]; returns the last load seen."""
-    deadline = time.monotonic() + float(quiet.get("wait_s", 30))
-    load = other_load()
-    while load is not None and load > quiet["max_unaccounted"] and time.monotonic() < deadline:
-        log(f"  waiting for a quiet host: other work keeps {load:.2f} CPUs busy")
-        time.sleep(2)
-        load = other_load()
-    return load
-
-
 def sweep(dep: Deployment, st: SweepSettings, on_point=None, log=print):
     """Run the schedule's points on one deployment. With `quiet` set, each point first waits
     (a while) for the host to be free of other work, and a point that other work disturbed
@@ -146,7 +133,7 @@ def sweep(dep: Deployment, st: SweepSettings, on_point=None, log=print):
     behind, index, quiet = 0, 0, st.quiet
     for clients, rate in schedule:
         for attempt in range(1 + (int(quiet.get("retries", 0)) if quiet else 0)):
-            before = _wait_quiet(quiet, log) if quiet else None
+            before = wait_quiet(quiet, log) if quiet else None
             point, f = run_point(dep, st, index, clients, rate, on_point)
             point["attempt"], point["other_load_before"] = attempt, before
             points.append(point)

@@ -57,6 +57,13 @@ def figure_files():
     return expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=["png", "pdf"])
 
 
+# What results/figures/ holds beside the figures: the ratio and claims tables, the claims' figure
+# and the run's table (the README's one command makes them all).
+TABLES_WITH_FIGURES = ["results/tables/ratios.csv", "results/tables/claims.csv",
+                       "results/plots/claims.png", "results/plots/claims.pdf",
+                       "results/tables/run.csv"]
+
+
 def all_targets():
     return (["results/figures"] + expand("results/tables/{suite}.csv", suite=SUITES)
             + ["results/tables/ratios.csv"])

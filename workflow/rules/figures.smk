@@ -24,7 +24,7 @@ rule plot:
 
 rule figures:
     input:
-        figure_files(),
+        figure_files() + TABLES_WITH_FIGURES,
     output:
         directory("results/figures"),
     log:
