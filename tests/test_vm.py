@@ -197,4 +197,4 @@ def test_clean_removes_what_a_sigkilled_harness_left(image, tmp_path, nothing_le
                          text=True, timeout=120)
     assert f"msdv{link['id']}" in out.stdout, out
     assert not net.link_exists(link["tap"]) and not net.link_exists(link["bridge"])
-    assert not (net.STATE_ROOT / link["id"]).exists()
+    assert not (net.STATE_ROOT / link["id"]).exists() and not Path(state["workdir"]).exists()

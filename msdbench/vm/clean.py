@@ -3,7 +3,9 @@ PR_SET_PDEATHSIG; its tap, bridge, route and state directory are not)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import psutil
 
@@ -40,6 +42,10 @@ def clean(everything: bool = False, dry_run: bool = False, say=print) -> list[st
             stop_qemu(pid)
             what.append(f"qemu pid {pid}")
         what += net.destroy_link(link) if link else []
+        work = Path(state.get("workdir") or "")
+        if work.name.startswith("msdbench-vm-") and work.is_dir():  # console, sockets
+            shutil.rmtree(work, ignore_errors=True)
+            what.append(str(work))
         net.StateDir(vm_id).remove()
         done.append(", ".join(what))
     # Links with our prefix that no state directory names (a crash between creating and recording).

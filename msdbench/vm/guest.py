@@ -167,7 +167,7 @@ class Guest:
                 stderr=open(self.workdir / f"{self.qemu_name}-qemu.log", "wb"),
                 # QEMU never outlives the harness, even a SIGKILLed one.
                 preexec_fn=lambda parent=os.getpid(): die_with_parent(parent), start_new_session=True)
-            self.state.write(qemu_pid=self.proc.pid, name=self.name)
+            self.state.write(qemu_pid=self.proc.pid, name=self.name, workdir=str(self.workdir))
             deadline = started + self.boot_timeout_s
             if restore:
                 self._readdress(deadline)
