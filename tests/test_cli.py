@@ -34,7 +34,8 @@ def test_validate_lists_every_cell(tmp_path):
     expect = [j.label for j in matrix(validate(config))]
     assert listed == expect and len(set(listed)) == 9
     assert "micro linux process isolated d2 p128" in listed
-    assert "throughput closed linux process isolated" in listed
+    # the throughput study runs on deployment 5 (the default config's emulated host) by default
+    assert "throughput closed linux process isolated d5" in listed
 
 
 def test_validate_rejects_a_bad_file_naming_the_field(tmp_path):

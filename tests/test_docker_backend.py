@@ -8,6 +8,7 @@ After each test no container, network or volume made by this test process (label
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -663,3 +664,24 @@ def _labels_of_any(obj) -> dict:
     from msdbench.backends.docker import _labels_of
 
     return _labels_of(obj) or {}
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("suite", ["micro", "beps"])
+def test_hostile_input_against_services_in_containers(engine, image, suite):
+    """The wire probes of tests/test_wire_hostile.py against poll and the load balancer in their own
+    containers: refused, the service keeps answering, its memory stays bounded, one log line each
+    naming the peer as the container sees it (the cell network's gateway)."""
+    from msdbench.backends.docker import DockerBackend
+    from test_wire_hostile import WIRE, check_probes
+
+    settings = {"workers": 2, "wire": WIRE} if suite == "beps" else {"wire": WIRE}
+    m = plan(Cell(suite, "linux", "docker", "isolated", 2, 0 if suite == "micro" else None), settings)
+    with DockerBackend(image=image["id"]).up(m) as dep:
+        (edge,) = dep.manifest.edges_from("client")
+        c = engine.containers.get(dep.handle_of(edge.callee).native.id)
+        (net,) = c.attrs["NetworkSettings"]["Networks"].values()
+        # services name each other by container name; from this machine, the container's address
+        edge = dataclasses.replace(edge, address=f"{net['IPAddress']}:{edge.address.rsplit(':', 1)[1]}")
+        check_probes(suite, dep, edge, peer=net["Gateway"])
+        assert engine.containers.get(c.id).status == "running"

@@ -109,7 +109,13 @@ def _fresh(edge, suite):
 
 
 def test_tcp_probes_are_refused_and_the_service_keeps_answering(linux_service):
-    suite, dep, edge = linux_service
+    check_probes(*linux_service)
+
+
+def check_probes(suite: str, dep, edge, peer: str = "127.0.0.1") -> None:
+    """Every probe against the service behind `edge` of a running deployment (any backend): each is
+    refused, a connected client and a fresh one are answered after each, memory stays bounded, and
+    the service logs one line per violation naming `peer`, the address it sees us at."""
     service = edge.callee
     host, port = edge.address.rsplit(":", 1)
     method, arg = ("poll", b"x") if suite == "micro" else ("create_user", b"someone")
@@ -138,7 +144,7 @@ def test_tcp_probes_are_refused_and_the_service_keeps_answering(linux_service):
     log = dep.backend.log_tail(dep.handle_of(service), 200)
     assert "Traceback" not in log, log
     lines = [ln for ln in log.splitlines() if "msdbench wire:" in ln]
-    assert lines and all("peer 127.0.0.1:" in ln for ln in lines), log
+    assert lines and all(f"peer {peer}:" in ln for ln in lines), log
     assert any("max_container_len" in ln for ln in lines) and any("max_depth" in ln for ln in lines)
     other.close()
 
