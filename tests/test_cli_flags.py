@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from msdbench.cli import main
 from msdbench.planning import Cell, plan
@@ -89,7 +90,8 @@ def _outside(tmp_path, *args) -> subprocess.CompletedProcess:
 def test_outside_the_repository(tmp_path, no_leftovers):
     r = _outside(tmp_path, "run", *MICRO, "--requests", "20", "--warmup", "0")
     assert r.returncode == 0, r.stderr
-    assert "poll: n=20" in r.stdout
+    repeats = yaml.safe_load((ROOT / "config/config.yaml").read_text())["repeats"]
+    assert f"poll: n={20 * repeats}" in r.stdout  # the repository's config: its repetitions
     m = plan(Cell("micro", "linux", "process", "isolated", 2, 0), {"requests": 20, "warmup": 0})
     m.save(tmp_path / "m.yaml")
     r = _outside(tmp_path, "measure", "m.yaml", "--raw", "c.parquet", "--meta", "c.json")

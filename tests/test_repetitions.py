@@ -89,8 +89,11 @@ def test_two_repetitions_through_the_workflow_and_the_report(workflow_copy):
 @pytest.fixture
 def spinner():
     """Outside load on CPU 0: a busy loop, pinned there, for as long as the test runs."""
-    code = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
-    p = subprocess.Popen([sys.executable, "-c", code])
+    code = "import os\nos.sched_setaffinity(0, {0})\nprint('spinning', flush=True)\nwhile True:\n    pass\n"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # a repetition lasts ~50 ms: the loop must already spin when the cell starts, not still be
+    # starting its interpreter
+    assert p.stdout.readline().strip() == "spinning"
     yield p
     p.kill()
     p.wait()
