@@ -39,7 +39,7 @@ def _print_lines(suite: str, meta_path) -> None:
     print("\n".join(suites.resolve(suites.get(suite).lines)(meta_path)))
 
 
-CELL_FLAGS = ("payload", "requests", "warmup", "payload_mode", "pinning", "workers")
+CELL_FLAGS = ("payload", "requests", "warmup", "payload_mode", "pinning", "workers", "repeats")
 
 
 def _manifest(a):
@@ -383,6 +383,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=by_hand)
     _cell_args(p)
     _settings_args(p)
+    p.add_argument("--repeats", type=int, help="repetitions, each on a fresh bring-up (default: "
+                   "the config's repeats)")
     p.add_argument("--board", choices=("emulated", "serial", "unix"), help="device: board kind")
     p.add_argument("--port", help="device: the serial port of a real board (--board serial)")
     p.add_argument("--out", help="directory for cell.parquet and cell.json (default: a new "

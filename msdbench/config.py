@@ -178,9 +178,9 @@ def throughput_settings(config: dict, mode: str) -> dict:
 SETTING_FIELDS = {
     "micro": {"pinning": "pinning", "deadline_s": "deadline_s", "docker": "docker", "wire": "wire",
               "payload": "micro.payloads[]", "payload_mode": "micro.payload_mode",
-              "requests": "micro.requests", "warmup": "micro.warmup"},
+              "requests": "micro.requests", "warmup": "micro.warmup", "repeats": "repeats"},
     "beps": {"pinning": "pinning", "deadline_s": "deadline_s", "docker": "docker", "wire": "wire",
-             "workers": "beps.workers", "workload": "beps.workload"},
+             "workers": "beps.workers", "workload": "beps.workload", "repeats": "repeats"},
     # a sweep: its `throughput` part is checked by throughput.SweepSettings
     "throughput": {"pinning": "pinning", "docker": "docker", "wire": "wire",
                    "workers": "throughput.workers"},

@@ -87,6 +87,22 @@ def _outside(tmp_path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def test_run_repeats_flag(tmp_path, capsys, no_leftovers):
+    """`msdbench run --repeats K`: checked against the config schema's `repeats`, then K fresh
+    bring-ups whose samples all reach the summary and the raw file."""
+    assert main(["run", *MICRO, "--repeats", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--repeats: 0" in err and "(config field repeats)" in err, err
+    out = tmp_path / "out"
+    assert main(["run", *MICRO, "--requests", "20", "--warmup", "0", "--repeats", "2",
+                 "--out", str(out)]) == 0
+    assert "poll: n=40" in capsys.readouterr().out
+    import pandas as pd
+    raw = pd.read_parquet(out / "cell.parquet")
+    assert sorted(set(raw["rep"])) == [0, 1]
+    assert (raw[raw["op"] == "poll"].groupby("rep").size() == 20).all()
+
+
 def test_outside_the_repository(tmp_path, no_leftovers):
     r = _outside(tmp_path, "run", *MICRO, "--requests", "20", "--warmup", "0")
     assert r.returncode == 0, r.stderr
