@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from msdbench import idl
 from msdbench.culprits import LOG_TAIL_LINES
+from msdbench.errors import BackendError  # noqa: F401  (re-exported: its home for the backends' users)
 from msdbench.hosts import HostSet
 from msdbench.manifest import Manifest
 from msdbench.transports.thrift_tcp import ThriftClient, split_address
@@ -23,10 +24,6 @@ from msdbench.transports.thrift_tcp import ThriftClient, split_address
 CONTROL_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0       # a domain's control service that takes longer "is not answering"
 ENDING_GRACE_S = 1.0        # how long a domain whose control failed may take to be seen ending
-
-
-class BackendError(RuntimeError):
-    """A domain failed to start, died, or misbehaved; the message says which and why."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
-from msdbench.backends.base import BackendError
+from msdbench.errors import BackendError
 from msdbench.lifetime import die_with_parent, exit_status
 from msdbench.vm import net
 from msdbench.vm.agent import PORT as AGENT_PORT
