@@ -15,7 +15,7 @@ import yaml
 
 from msdbench import suites
 from msdbench.axes import PlanError
-from msdbench.planning import check_cell, client_host
+from msdbench.planning import check_cell, client_host, server_host
 from msdbench.suites import Job
 from msdbench.suites.base import host_settings, keys_as_text
 
@@ -91,6 +91,8 @@ def validate(config: dict) -> dict:
         try:
             check_cell(job.cell)
             client_host(job.cell, job.settings)
+            if job.cell.backend != "device":
+                server_host(job.cell, job.settings)
         except PlanError as e:
             raise ConfigError(f"invalid configuration: {job.suite_key} cell {job.label}: {e}") from None
     t = config.get("throughput") or {}

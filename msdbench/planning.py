@@ -156,6 +156,47 @@ def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
     return name, spec
 
 
+# Where the server side may go instead of this machine (`deployments: {N: {server_host: NAME}}`):
+# the paper's server VM. Deployments 1 and 2 put every domain there (the client too); 3-5 would
+# need a second host to reach the guest across this machine (guest to guest, netns to guest),
+# whose forwarding is not built.
+SERVER_HOST_DEPLOYMENTS = (1, 2)
+
+
+def server_host(cell: Cell, settings: dict) -> tuple[str, dict]:
+    """Mapping 2 for the server side: "local" (the default: this machine, bare), or the VM that
+    `deployments.N.server_host` names, with its entry."""
+    from msdbench.hosts import HostError, host_entry, make_host
+
+    name = settings.get("server_host") or "local"
+    if name == "local":
+        return "local", {}
+    field = f"deployments.{cell.deployment}.server_host"
+    if cell.deployment not in SERVER_HOST_DEPLOYMENTS:
+        raise PlanError(f"{field}: {name!r}; the server side in a VM runs on deployments "
+                        f"{' and '.join(map(str, SERVER_HOST_DEPLOYMENTS))} only (every domain in one "
+                        f"guest); deployment {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) would "
+                        "need the client's host to reach the guest through this machine, not built: "
+                        "leave server_host out there (the server side then runs on this machine)")
+    if cell.backend != "process":
+        raise PlanError(f"{field}: {name!r} with backend {cell.backend!r}: domains in a VM are "
+                        "started by the process backend only; use backend 'process'")
+    hosts = settings.get("hosts") or {}
+    if name not in hosts:
+        raise PlanError(f"{field}: {name!r} is not a host of `hosts:` "
+                        f"(defined: {sorted(hosts) or 'none'})")
+    spec = host_entry(dict(hosts[name]))
+    try:
+        host = make_host(name, spec)
+    except HostError as e:
+        raise PlanError(str(e)) from None
+    if host.kind != "vm" or spec.get("on", "local") != "local":
+        raise PlanError(f"{field}: {name!r} is kind {host.kind!r} on {spec.get('on', 'local')!r}; "
+                        "the server side goes to a host of kind 'vm' on local: "
+                        "`hosts: {NAME: {kind: vm, on: local}}`")
+    return name, spec
+
+
 def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
     payload_mode, and for deployments 3-5 `client_host` and its `hosts` entry); they are copied into
@@ -163,6 +204,7 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     settings = dict(settings or {})
     check_cell(cell)
     chost, chost_spec = client_host(cell, settings)
+    shost, shost_spec = ("local", {}) if cell.backend == "device" else server_host(cell, settings)
     suite = suites.get(cell.suite)
     device = cell.backend == "device"
     pinning = "board" if device else settings.get("pinning", "same-core")
@@ -186,10 +228,13 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     domains = []
     for name in order:
         members = [s.name for s in services if s.domain == name]
-        host = chost if members == ["client"] else "local"
+        host = chost if members == ["client"] and chost != "local" else shost
+        cpus = _cpus(pinning, members == ["client"])
+        if host == shost != "local" and cpus:
+            cpus = [0]  # the guest's one vCPU; QEMU itself is pinned to the bare host's CPUs
         if device:  # the server side on the board; the client too, unless across the link
             host = "local" if members == ["client"] and cell.deployment == 4 else "board"
-        domains.append(Domain(name, members, host, _cpus(pinning, members == ["client"])))
+        domains.append(Domain(name, members, host, cpus))
     by_name = {d.name: d for d in domains}
     by_service = {s.name: by_name[s.domain] for s in services}
     edges = [Edge(a, b, _transport(cell.platform, by_service[a], by_service[b], cell.backend))
@@ -202,6 +247,9 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
         hosts[chost] = dict(chost_spec)
         if hosts[chost].get("kind") == "vm":  # QEMU runs where the client would have run
             hosts[chost].setdefault("cpus", by_name["client"].cpus)
+    if shost != "local":  # QEMU runs where the domains would have run: every CPU they had
+        cpus = sorted({c for d in domains for c in _cpus(pinning, d.services == ["client"]) or []})
+        hosts[shost] = dict(shost_spec) | {"cpus": shost_spec.get("cpus", cpus or None)}
     if device:  # the board is a host (kind board); the link's settings go to the backend
         from msdbench.hosts.board import BoardHost
 

@@ -22,12 +22,17 @@ raw_path_of = records.raw_path_of
 
 
 def client_host(rec: records.CellRecord) -> dict:
-    """Where the client ran: its host's name and kind ("local", "netns": an emulated host,
-    "ssh": a real remote host)."""
-    name = rec.settings.get("client_host") or "local"
-    entry = (rec.hosts or {}).get(name) or (rec.manifest or {}).get("hosts", {}).get(name) or {}
-    return {"client_host": name, "client_host_kind": entry.get("kind", "local"),
-            "client_accel": entry.get("accel")}  # a VM's accelerator: tcg or kvm
+    """Where the client and the server side ran: each one's host name and kind ("local", "netns":
+    an emulated host, "ssh": a real remote host, "vm": a guest) and a VM's accelerator. In
+    deployments 1 and 2 the client shares the server side's host."""
+    out = {}
+    server = rec.settings.get("server_host") or "local"
+    client = rec.settings.get("client_host") or server
+    for role, name in (("client", client), ("server", server)):
+        entry = (rec.hosts or {}).get(name) or (rec.manifest or {}).get("hosts", {}).get(name) or {}
+        out |= {f"{role}_host": name, f"{role}_host_kind": entry.get("kind", "local"),
+                f"{role}_accel": entry.get("accel")}  # a VM's accelerator: tcg or kvm
+    return out
 
 
 def cell_rows(meta_path: str | Path) -> list[dict]:

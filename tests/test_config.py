@@ -105,12 +105,27 @@ def test_paper_config_has_the_papers_sizes():
     ({"hosts": {"edge1": {"kind": "netns", "colour": 1}}}, ["hosts.edge1", "colour", "allowed"]),
     ({"beps__deployments": [5], "hosts": {"edge1": {"kind": "netns"}},
       "deployments": {5: {"client_host": "edge2"}}}, ["deployments.5.client_host", "'edge2'", "edge1"]),
+    ({"deployments": {2: {"server_host": "vm7"}, 5: {"client_host": "edge1"}}},
+     ["deployments.2.server_host", "'vm7'", "edge1"]),
+    ({"beps__deployments": [3], "hosts": {"vm0": {"kind": "vm"}, "vm1": {"kind": "vm"}, "edge1": {"kind": "netns"}},
+      "deployments": {3: {"client_host": "vm1", "server_host": "vm0"}, 5: {"client_host": "edge1"}}},
+     ["deployment 3", "deployments.3.server_host: 'vm0'", "deployments 1 and 2 only"]),
 ])
 def test_bad_config_names_field_and_allowed(changes, expect):
     with pytest.raises(ConfigError) as e:
         validate(broken(**changes))
     for text in expect:
         assert text in str(e.value), f"{text!r} not in: {e.value}"
+
+
+def test_server_host_reaches_the_cells_of_its_deployment_only():
+    """`deployments: {2: {server_host: vm0}}`: deployment 2's cells carry the VM and its entry (a
+    change to it reruns them), deployment 1's stay on this machine."""
+    c = validate(broken(hosts={"vm0": {"kind": "vm"}, "edge1": {"kind": "netns"}},
+                        deployments={2: {"server_host": "vm0"}, 5: {"client_host": "edge1"}}))
+    placed = {j.cell.deployment: j.settings for j in matrix(c) if j.cell.suite == "micro"}
+    assert placed[2]["server_host"] == "vm0" and placed[2]["hosts"]["vm0"] == {"kind": "vm"}
+    assert "server_host" not in placed[1]
 
 
 def test_micro_matrix_keeps_only_meaningful_pairs():

@@ -93,6 +93,35 @@ def test_vm_deployments_without_a_usable_vm_are_named(deployment, settings, matc
         plan(Cell("beps", "linux", "process", "tiered", deployment), settings)
 
 
+VM0 = {"server_host": "vm0", "hosts": {"vm0": {"kind": "vm", "on": "local"}}}
+
+
+@pytest.mark.parametrize("deployment", [1, 2])
+@pytest.mark.parametrize("pinning,qemu_cpus", [("same-core", {1: [0], 2: [0]}),
+                                               ("split", {1: [1], 2: [0, 1]}), ("none", {})])
+def test_server_host_puts_every_domain_in_one_guest(deployment, pinning, qemu_cpus):
+    """The paper's layout of deployments 1-2: all domains (the client too) in the server's VM,
+    pinned to its one vCPU; QEMU gets the CPUs the domains would have had on the bare host."""
+    m = plan(Cell("beps", "linux", "process", "tiered", deployment), VM0 | {"pinning": pinning})
+    assert {d.host for d in m.domains} == {"vm0"}
+    assert all(d.cpus == (None if pinning == "none" else [0]) for d in m.domains)
+    assert m.hosts["vm0"] == {"kind": "vm", "on": "local", "cpus": qemu_cpus.get(deployment)}
+
+
+@pytest.mark.parametrize("cell,settings,match", [
+    (Cell("beps", "linux", "process", "tiered", 3), VM0 | VM1 | {"hosts": VM0["hosts"] | VM1["hosts"]},
+     r"deployments.3.server_host: 'vm0'; .*deployments 1 and 2 only"),
+    (Cell("beps", "linux", "docker", "tiered", 2), VM0, r"deployments.2.server_host: 'vm0' with backend 'docker'"),
+    (Cell("beps", "linux", "process", "tiered", 2), {"server_host": "vm9", "hosts": {}},
+     r"deployments.2.server_host: 'vm9' is not a host"),
+    (Cell("beps", "linux", "process", "tiered", 1), {"server_host": "e", "hosts": {"e": {"kind": "netns"}}},
+     r"deployments.1.server_host: 'e' is kind 'netns'.*kind 'vm' on local"),
+])
+def test_server_host_where_it_cannot_run_is_refused_by_name(cell, settings, match):
+    with pytest.raises(PlanError, match=match):
+        plan(cell, settings)
+
+
 def test_yaml_reads_on_as_true_and_the_vm_still_finds_its_host():
     import yaml
 

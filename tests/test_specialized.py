@@ -342,3 +342,21 @@ def test_vm_deployment_ratios_carry_the_accelerator_and_never_pool_two():
     assert dep.loc[(3, "VM (KVM)"), "paper_ratio"] == 15.0 and dep.loc[(4, "VM (TCG, emulated)"), "paper_ratio"] == 66.5
     assert "14-16x" in dep.loc[(3, "VM (KVM)"), "note"]
     assert dep.loc[(3, "VM (TCG, emulated)"), "numerator"] == "d3 (VM (TCG, emulated): vm1)"
+
+
+def test_ratios_say_where_the_server_side_ran_and_never_pool_two_layouts():
+    """A d2 with the server side in a VM (`server_host`) is compared with a d1 of the same layout,
+    never with the bare host's; each row says which layout produced it."""
+    from msdbench.figures.ratios import ratios
+
+    def row(dep, iso, mean, vm=False):
+        return _row("micro", "linux", iso, dep, mean, "poll", 0) | (
+            {"server_host": "vm0", "server_host_kind": "vm", "server_accel": "tcg"} if vm else
+            {"server_host": "local", "server_host_kind": "local", "server_accel": None})
+
+    micro = pd.DataFrame([row(1, "co-located", 10.0), row(2, "isolated", 20.0),
+                          row(1, "co-located", 100.0, vm=True), row(2, "isolated", 500.0, vm=True)])
+    iso = ratios(micro=micro)
+    iso = iso[iso["comparison"] == "isolation"].set_index("server")
+    assert sorted(iso.index) == ["VM (TCG, emulated)", "this machine (bare)"]
+    assert iso.loc["this machine (bare)", "ratio"] == 2.0 and iso.loc["VM (TCG, emulated)", "ratio"] == 5.0

@@ -108,6 +108,29 @@ def test_micro_cell_with_the_guest_on_another_host(image, tmp_path, nothing_left
     assert sock["peer"].split(":")[0] == meta["hosts"]["local"]["address"] == vm["on_host"]["link"]["local_address"]
 
 
+def test_micro_cell_with_the_server_side_in_a_guest(image, tmp_path, nothing_left):
+    """The paper's layout of deployment 2 (`deployments: {2: {server_host: vm0}}`): the poll
+    service's domain and the client's in one guest, nothing of the cell on the bare host."""
+    from msdbench.summary import cell_rows
+
+    vm0 = {"server_host": "vm0", "hosts": {"vm0": {"kind": "vm", "on": "local"}}}
+    m = plan(Cell("micro", "linux", "process", "isolated", 2, 512), MICRO | vm0)
+    assert {d.host for d in m.domains} == {"vm0"}
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok"
+    df = pd.read_parquet(tmp_path / "c.parquet")
+    assert len(df[df["op"] == "poll"]) == 350
+    vm = meta["hosts"]["vm0"]
+    assert vm["kind"] == "vm" and vm["accel"] == image["accel"] and "local" not in meta["hosts"]
+    # The client calls the poll service at the guest's own address: both ends are in the guest.
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == sock["peer"].split(":")[0] == vm["address"]
+    # The table says which layout produced the number.
+    row = cell_rows(tmp_path / "c.json")[0]
+    assert (row["server_host"], row["server_host_kind"], row["server_accel"]) == ("vm0", "vm", image["accel"])
+    assert (row["client_host"], row["client_host_kind"]) == ("vm0", "vm")
+
+
 def test_beps_cell_with_the_client_in_a_guest_passes_its_check(image, tmp_path, nothing_left):
     m = plan(Cell("beps", "specialized", "process", "tiered", 3), BEPS | VM1)
     meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")

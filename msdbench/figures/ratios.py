@@ -23,6 +23,10 @@ Three comparisons, one row per pair of cells that both passed (status "ok"):
   average time across all benchmarks", 134x; op "all"), with per-type rows beside it. Each row
   names the board it ran on (`board`).
 
+Every row says where the server side ran (`server`): "this machine (bare)", the default, or "VM
+(TCG, emulated)" / "VM (KVM)" (`deployments.N.server_host`, the paper's layout); the comparisons
+run within one layout, never across.
+
 Each row carries both means, the ratio of means and the ratio of medians (p50: less moved by the
 outliers of a shared machine), and the paper's number where it gives one.
 """
@@ -44,7 +48,7 @@ PAPER_DEPLOYMENT = {3: {"linux": (14, 16), "specialized": (3, 4)},
 COLUMNS = ["suite", "comparison", "platform", "backend", "isolation", "deployment", "payload", "op",
            "numerator", "denominator", "numerator_mean_us", "denominator_mean_us", "ratio",
            "numerator_p50_us", "denominator_p50_us", "ratio_p50", "paper_ratio", "board", "host",
-           "note"]
+           "server", "note"]
 
 
 def _ok(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -187,6 +191,18 @@ def device_ratios(device: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def server_label(rows: pd.DataFrame) -> pd.Series:
+    """Per row, where its server side ran (tables from before server_host: this machine)."""
+    from msdbench.figures import accel_label
+
+    if "server_host_kind" not in rows.columns:
+        return pd.Series("this machine (bare)", index=rows.index)
+    accel = rows["server_accel"] if "server_accel" in rows.columns else pd.Series(None, index=rows.index)
+    return pd.Series([f"VM ({accel_label(a) or a})" if k == "vm" else
+                      "this machine (bare)" if k in (None, "local") or pd.isna(k) else k
+                      for k, a in zip(rows["server_host_kind"], accel)], index=rows.index)
+
+
 def ratios(micro: pd.DataFrame | None = None, beps: pd.DataFrame | None = None,
            device: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ratio table (columns COLUMNS); empty tables or absent suites give no rows."""
@@ -194,11 +210,14 @@ def ratios(micro: pd.DataFrame | None = None, beps: pd.DataFrame | None = None,
     rows = []
     if not device.empty:
         rows += device_ratios(device)
-    if not micro.empty:
-        rows += (micro_isolation(micro) + platform_ratio(micro, "micro")
-                 + deployment_ratio(micro, "micro"))
-    if not beps.empty:
-        rows += beps_isolation(beps) + platform_ratio(beps, "beps") + deployment_ratio(beps, "beps")
+    for df, suite, own in ((micro, "micro", micro_isolation), (beps, "beps", beps_isolation)):
+        if df.empty:
+            continue
+        where = server_label(df)
+        for server in where.unique():  # one server layout at a time: never pooled
+            part = df[where == server]
+            rows += [r | {"server": server} for r in own(part) + platform_ratio(part, suite)
+                     + deployment_ratio(part, suite)]
     out = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("ratio", "ratio_p50"):
         out[c] = out[c].astype(float).round(3)

@@ -21,7 +21,7 @@ from msdbench.manifest import Manifest, Service
 # The columns of a latency suite's summary table, in this order (absent ones are left out).
 LATENCY_COLUMNS = (
     "suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
-    "client_accel", "payload", "payload_mode", "wire_bytes", "op", "status", "repeats", "redone",
+    "client_accel", "server_host", "server_host_kind", "server_accel", "payload", "payload_mode", "wire_bytes", "op", "status", "repeats", "redone",
     "disturbed", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us", "min_us", "p50_us",
     "p50_ci95_low_us", "p50_ci95_high_us", "p90_us", "p99_us", "p99.9_us", "max_us", "ci_method",
     "echo_p50_us", "mean_x_echo", "mean_x_echo_ci95_low", "mean_x_echo_ci95_high", "p50_x_echo",
@@ -58,23 +58,31 @@ def keys_as_text(config: dict) -> dict:
 
 
 def host_settings(config: dict, deployment: int) -> dict:
-    """What a cell on another host adds to its settings: which host, and that host's entry (so a
-    change to the host reruns exactly its cells). Empty for deployments on this machine."""
-    if deployment not in OTHER_HOST_DEPLOYMENTS:
-        return {}
+    """What a cell off the bare local layout adds to its settings: which host the client goes to
+    (deployments 3-5), which host the server side goes to (`server_host`, where configured), and
+    those hosts' entries (so a change to a host reruns exactly its cells). Empty otherwise."""
     placed = keys_as_text(config).get("deployments", {}).get(str(deployment)) or {}
-    name = placed.get("client_host")
     hosts = config.get("hosts") or {}
-    if name is not None and (name not in hosts or name == "local"):
-        raise PlanError(f"'deployments.{deployment}.client_host': {name!r} is not a host of "
-                        f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
+    out: dict = {}
+    roles = (("client_host",) if deployment in OTHER_HOST_DEPLOYMENTS else ()) + (
+        ("server_host",) if placed.get("server_host") not in (None, "local") else ())
+    if not roles:
+        return out
     from msdbench.hosts import host_entry
 
     hosts = {k: host_entry(v) for k, v in hosts.items()}
-    out = {"client_host": name, "hosts": {name: hosts[name]} if name in hosts else {}}
-    on = (hosts.get(name) or {}).get("on")  # a VM's own host (deployment 4)
-    if on in hosts:
-        out["hosts"][on] = hosts[on]
+    out["hosts"] = {}
+    for role in roles:
+        name = placed.get(role)
+        if name is not None and (name not in hosts or name == "local"):
+            raise PlanError(f"'deployments.{deployment}.{role}': {name!r} is not a host of "
+                            f"`hosts:` other than 'local' (defined: {sorted(hosts) or 'none'})")
+        out[role] = name
+        if name in hosts:
+            out["hosts"][name] = hosts[name]
+        on = (hosts.get(name) or {}).get("on")  # a VM's own host (deployment 4)
+        if on in hosts:
+            out["hosts"][on] = hosts[on]
     if "local" in hosts:
         out["hosts"]["local"] = hosts["local"]
     return out
