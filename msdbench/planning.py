@@ -199,8 +199,8 @@ def server_host(cell: Cell, settings: dict) -> tuple[str, dict]:
 
 def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
-    payload_mode, and for deployments 3-5 `client_host` and its `hosts` entry); they are copied into
-    the manifest for the driver and the record."""
+    payload_mode, for deployments 3-5 `client_host`, for 1-2 optionally `server_host`, and their
+    `hosts` entries); they are copied into the manifest for the driver and the record."""
     settings = dict(settings or {})
     check_cell(cell)
     chost, chost_spec = client_host(cell, settings)

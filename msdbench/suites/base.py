@@ -21,7 +21,8 @@ from msdbench.manifest import Manifest, Service
 # The columns of a latency suite's summary table, in this order (absent ones are left out).
 LATENCY_COLUMNS = (
     "suite", "platform", "backend", "isolation", "deployment", "client_host", "client_host_kind",
-    "client_accel", "server_host", "server_host_kind", "server_accel", "payload", "payload_mode", "wire_bytes", "op", "status", "repeats", "redone",
+    "client_accel", "server_host", "server_host_kind", "server_accel", "payload", "payload_mode",
+    "wire_bytes", "op", "status", "repeats", "redone",
     "disturbed", "n", "mean_us", "sd_us", "ci95_low_us", "ci95_high_us", "min_us", "p50_us",
     "p50_ci95_low_us", "p50_ci95_high_us", "p90_us", "p99_us", "p99.9_us", "max_us", "ci_method",
     "echo_p50_us", "mean_x_echo", "mean_x_echo_ci95_low", "mean_x_echo_ci95_high", "p50_x_echo",
