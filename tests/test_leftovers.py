@@ -54,12 +54,28 @@ def kill_harness_mid_cell(tmp_path, tmp) -> list[str]:
     return ours(tmp)
 
 
+def killed_socket(tmp) -> None:
+    """A listening socket left in `tmp` by a process killed with SIGKILL (named as msdbench's
+    servers name theirs: prefix, owner pid, random part)."""
+    code = ("import os, socket, sys, time\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.bind(os.path.join(sys.argv[1], f'msdbench-poll-{os.getpid()}-deadbeef.sock'))\n"
+            "s.listen()\nprint('up', flush=True)\ntime.sleep(600)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "up"
+    p.kill()
+    p.wait()
+
+
 @pytest.mark.parametrize("next_command", ["run", "clean"])
 def test_next_run_or_clean_removes_a_killed_harness_leftovers(tmp_path, no_leftovers, next_command):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
+    killed_socket(tmp)
     left = kill_harness_mid_cell(tmp_path, tmp)
-    # What a SIGKILL leaves (so that this test can fail): the cell's work dir and poll's socket.
+    # What a SIGKILL leaves (so that this test can fail): the cell's work dir, and sockets of killed
+    # processes (poll's own only sometimes: its domain also stops when the harness's pipe closes,
+    # and may unlink it before the parent-death SIGKILL lands, hence the one made above).
     assert any(n.startswith("msdbench-micro-") for n in left), left
     assert any(n.endswith(".sock") for n in left), left
     # A live run's work dir and socket, and a directory with no owner, are not ours to remove.
