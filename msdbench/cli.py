@@ -332,8 +332,13 @@ def cmd_clean(a) -> int:
         print("no work directories or sockets of dead msdbench runs in the temp directory")
     try:
         clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
+        if a.images:  # every code change builds a new ~250 MB image; nothing else prunes them
+            from msdbench.backends import docker_image
+
+            tags = docker_image.image_tags(docker_image._default_project_root())
+            docker_image.prune_images(a.docker_host, {tags["tag"], tags["base_tag"]}, dry_run=a.dry_run)
     except DockerUnavailable as e:
-        if a.docker_host:  # asked for by name: an error
+        if a.docker_host or a.images:  # asked for by name: an error
             print(f"msdbench: error: {e}", file=sys.stderr)
             return 2
         print(f"docker: not checked ({e})")
@@ -531,12 +536,15 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clean", help="remove what crashed runs left behind: work directories and "
                        "sockets in the temp dir, docker containers, networks and volumes (label "
-                       "msdbench.run; images are kept), emulated hosts' network namespaces and "
+                       "msdbench.run; images only with --images), emulated hosts' network namespaces and "
                        "links (msdb-<pid>-<start>-*), and guests' QEMU, taps and bridges (msdv*)")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
     p.add_argument("--all", action="store_true",
                    help="also remove the objects of runs that are still alive or belong to another machine")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--images", action="store_true",
+                   help="also remove msdbench's docker images other than this checkout's service "
+                   "image and its base (each code change builds a new one; images in use stay)")
     p.set_defaults(fn=cmd_clean)
     return ap
 

@@ -685,3 +685,34 @@ def test_hostile_input_against_services_in_containers(engine, image, suite):
         edge = dataclasses.replace(edge, address=f"{net['IPAddress']}:{edge.address.rsplit(':', 1)[1]}")
         check_probes(suite, dep, edge, peer=net["Gateway"])
         assert engine.containers.get(c.id).status == "running"
+
+
+def test_clean_images_prunes_stale_images_and_keeps_the_current_one(engine, image):
+    """Each code change builds a new service image; `clean --images` removes the stale ones and keeps
+    this checkout's. The stale image is the test's own (an empty import labelled as msdbench's), so
+    that the prune touches nothing else on a shared engine."""
+    import io
+    import tarfile
+    import uuid
+
+    buf = io.BytesIO()
+    tarfile.open(fileobj=buf, mode="w").close()
+    stale = f"msdbench-svc:stale-{uuid.uuid4().hex[:8]}"
+    repo, tag = stale.split(":")
+    engine.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+                                      changes=["LABEL msdbench=1 msdbench.role=service"])
+    try:
+        said: list[str] = []
+        mine = lambda t: t in (stale, image["tag"])  # noqa: E731
+        assert di.prune_images(None, {image["tag"]}, dry_run=True, out=said.append, match=mine) == []
+        assert said == [f"would remove image {stale} (0 MiB)"], said
+        assert di.prune_images(None, {image["tag"]}, out=said.append, match=mine) == [stale]
+        assert not engine.images.list(name=stale), "the stale image is gone"
+        assert engine.images.get(image["tag"]), "this checkout's image is kept"
+    finally:
+        for img in engine.images.list(name=stale):
+            engine.images.remove(img.id, force=True)
+
+    cli = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--images", "--dry-run"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli

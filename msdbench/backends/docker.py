@@ -37,8 +37,8 @@ Ctrl-C/SIGTERM: `Deployment.down` -> `stop_domain` per domain, then `teardown`) 
 containers, network and volume by that run label, so even a container created but not yet handed to the
 deployment goes. A harness killed with SIGKILL cannot clean up: the next bring-up on that engine warns
 about what it finds (never deleting another run's objects by itself), and ``msdbench clean`` removes the
-leftovers of runs whose owner process is dead (``--all``: every run's, live or not; images are never
-touched).
+leftovers of runs whose owner process is dead (``--all``: every run's, live or not; images only with
+``--images``: the stale ones, see docker_image.prune_images).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from msdbench.backends.docker_build import (ImageBuildError, _build_lock,  # noq
                                             _engine_machine, _image_or_none,
                                             build_base_image, build_service_image)
 from msdbench.backends.docker_recipe import (IMAGE_HOME, IMAGE_PYTHON, IMAGE_USER,  # noqa: F401
-                                             Log, _req_name, _snapshot, _tags,
+                                             LABEL, Log, _req_name, _snapshot, _tags,
                                              container_requirements, image_tags)
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "build_base_image",
     "build_service_image",
     "ensure_image",
+    "prune_images",
     "IMAGE_USER",
     "IMAGE_PYTHON",
     "IMAGE_HOME",
@@ -121,6 +122,42 @@ def ensure_image(project_root: Path, docker_host: str | None = None, log: Log = 
             "size_bytes": size,
             "docker_host": docker_host or os.environ.get("DOCKER_HOST") or None,
         }
+    finally:
+        client.close()
+
+
+def prune_images(docker_host: str | None, keep: set[str], dry_run: bool = False, out: Log = print,
+                 match=lambda tag: True) -> list[str]:
+    """`msdbench clean --images`: remove the msdbench images (label msdbench=1) none of whose tags
+    is in `keep` (this checkout's service image and its base); service images first, so that the
+    bases they were built on become free. An image a container still uses stays, and is said so.
+    `match` narrows the candidates by tag (tests prune only their own). Returns the tags removed."""
+    import docker
+
+    client = connect(docker_host)
+    removed: list[str] = []
+    try:
+        images = client.images.list(filters={"label": f"{LABEL}=1"})
+        role = {"service": 0, "build-stage": 1, "base": 2}
+        images.sort(key=lambda i: role.get((i.labels or {}).get("msdbench.role"), 1))
+        for img in images:
+            tags = img.tags or [img.short_id]
+            if keep.intersection(tags) or not any(match(t) for t in tags):
+                continue
+            size = f"{(img.attrs.get('Size') or 0) / 2**20:.0f} MiB"
+            if dry_run:
+                out(f"would remove image {', '.join(tags)} ({size})")
+                continue
+            try:
+                client.images.remove(img.id, force=False)
+            except docker.errors.APIError as e:  # in use by a container, or a parent of a kept one
+                out(f"kept    image {', '.join(tags)}: {e.explanation or e}")
+                continue
+            out(f"removed image {', '.join(tags)} ({size})")
+            removed.extend(tags)
+        if not images:
+            out(f"no msdbench images on {docker_host or os.environ.get('DOCKER_HOST') or 'the local engine'}")
+        return removed
     finally:
         client.close()
 
