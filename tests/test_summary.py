@@ -39,7 +39,7 @@ def test_summarize_skewed_series_and_edge_cases():
     assert summarize(np.array([], dtype=np.int64)) == {"n": 0}
 
 
-def write_cell(d, name, cell, status, ops, warmup_ns=10**9, problems=()):
+def write_cell(d, name, cell, status, ops, warmup_ns=10**9, problems=(), server_vm=False):
     """A cell's two files as `msdbench measure` writes them: samples per op (plus two warm-up
     rows of `warmup_ns` that must never count) and the metadata."""
     frames = []
@@ -50,8 +50,13 @@ def write_cell(d, name, cell, status, ops, warmup_ns=10**9, problems=()):
     pd.concat(frames).to_parquet(d / f"{name}.parquet", index=False)
     cell = dict(cell)
     payload = cell.pop("payload", None)  # a setting of the cell, not part of its identity
+    settings = {"pinning": "same-core", "payload": payload, "payload_mode": "binary"}
+    hosts = None
+    if server_vm:  # the paper's layout: every domain in one guest (deployments.N.server_host)
+        settings["server_host"] = "vm0"
+        hosts = {"local": {"kind": "local"}, "vm0": {"kind": "vm", "accel": "tcg"}}
     record = CellRecord(cell=cell, status=status, config_hash="x", environment={"git_revision": "r"},
-                        settings={"pinning": "same-core", "payload": payload, "payload_mode": "binary"},
+                        settings=settings, hosts=hosts,
                         driver={"problems": list(problems), "wire_bytes": payload})
     (d / f"{name}.json").write_text(json.dumps(record.dump()))
     return d / f"{name}.json"
@@ -122,3 +127,33 @@ def test_failed_check_cells_are_kept_out_of_the_beps_figure(tmp_path, monkeypatc
     heights = [p.get_height() for ax in fig.axes for p in ax.patches]
     assert 50.0 in heights and 900.0 not in heights
     assert "isolated d2: failed-check" in fig._suptitle.get_text()
+
+
+def test_figures_never_pool_a_bare_and_a_vm_layout_of_one_deployment(tmp_path, monkeypatch):
+    """Deployment 2 measured bare and with every domain in a guest: two series (micro) and two bar
+    groups (BEPS), each labelled with its layout, never one mean of both."""
+    from msdbench.figures import beps as fig_beps
+    from msdbench.figures import micro as fig_micro
+
+    metas = [write_cell(tmp_path, "bare", micro("isolated", 2, 0), "ok", {"poll": [40, 40]}),
+             write_cell(tmp_path, "vm", micro("isolated", 2, 0), "ok", {"poll": [900, 900]},
+                        server_vm=True)]
+    figs = captured(monkeypatch, fig_micro)
+    fig_micro.plot(table("micro", metas), "x.png", "x.pdf")
+    top = figs[0].axes[0]
+    labels = top.get_legend_handles_labels()[1]
+    assert labels == ["isolated, d2, process", "isolated, d2 (VM (TCG, emulated)), process"], labels
+    means = sorted({float(line.get_ydata()[0]) for line in top.get_lines() if len(line.get_ydata())})
+    assert means == [40.0, 900.0], means
+
+    cell = {"suite": "beps", "platform": "linux", "backend": "process", "isolation": "tiered",
+            "deployment": 2}
+    metas = [write_cell(tmp_path, "bb", cell, "ok", {"create_user": [50, 50]}),
+             write_cell(tmp_path, "bv", cell, "ok", {"create_user": [700, 700]}, server_vm=True)]
+    figs = captured(monkeypatch, fig_beps)
+    fig_beps.plot(table("beps", metas), "x.png", "x.pdf")
+    ax = figs[0].axes[0]
+    heights = sorted(p.get_height() for p in ax.patches if p.get_height() == p.get_height())
+    assert heights == [50.0, 700.0], heights
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert "create_user\nd2" in ticks and "create_user\nd2\n(VM (TCG, emulated))" in ticks, ticks

@@ -86,6 +86,35 @@ def deployment_label(deployment, kind=None, accel=None) -> str:
     return label
 
 
+def placement(rows: pd.DataFrame) -> pd.Series:
+    """Per row, its deployment as the figures show it: `deployment_label` of the client's host,
+    plus where the server side ran when that was a VM the client did not share ("d3 (VM (TCG,
+    emulated)); server: VM (TCG, emulated)"). Figures group by this, never by the deployment
+    number alone, so that a bare and a VM layout of one deployment are never pooled."""
+    def col(name):
+        return rows[name] if name in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+
+    labels = []
+    for dep, ck, ca, ch, sk, sa, sh in zip(rows["deployment"], col("client_host_kind"),
+                                           col("client_accel"), col("client_host"),
+                                           col("server_host_kind"), col("server_accel"),
+                                           col("server_host")):
+        ck, ca = (None if pd.isna(v) else v for v in (ck, ca))
+        label = deployment_label(dep, ck, ca)
+        if isinstance(sk, str) and sk == "vm" and ch != sh:
+            label += f"; server: VM ({accel_label(None if pd.isna(sa) else sa) or 'accelerator unknown'})"
+        labels.append(label)
+    return pd.Series(labels, index=rows.index, dtype=object)
+
+
+def by_placement(rows: pd.DataFrame) -> list[str]:
+    """The placements present, in deployment order."""
+    if rows.empty:
+        return []
+    firsts = rows.assign(_p=placement(rows)).groupby("_p")["deployment"].min()
+    return sorted(firsts.index, key=lambda p: (firsts[p], p))
+
+
 def client_kind(df: pd.DataFrame):
     """The client host kind of a group of rows (None for tables from before hosts existed)."""
     if "client_host_kind" not in df.columns or df.empty:
@@ -110,11 +139,3 @@ def gather(out: str, files) -> None:
             shutil.copy2(f, tmp / Path(f).name)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
-
-
-def client_accel(df: pd.DataFrame):
-    """The accelerator of the VM the client ran in ("tcg", "kvm"); None if not in a VM. A group
-    holding both says "kvm/tcg": shown, never hidden."""
-    if "client_accel" not in df.columns or df.empty:
-        return None
-    return "/".join(sorted(set(df["client_accel"].dropna()))) or None

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from msdbench.figures import (US, client_accel, client_kind, deployment_label, good_rows,
-                               log_if_wide, platform_order, plt, save, yerr)
+from msdbench.figures import (US, by_placement, good_rows, log_if_wide, placement, platform_order,
+                               plt, save, yerr)
 
 OPS = ["create_user", "subscribe", "publish", "unsubscribe", "delete_user"]
 ISOLATIONS = ["co-located", "tiered", "isolated"]
@@ -22,23 +22,21 @@ def plot(table: pd.DataFrame, png: str, pdf: str) -> None:
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.9 * len(panels)), squeeze=False)
     for ax, (platform, backend) in zip(axes[:, 0], panels):
         sub = df[(df["platform"] == platform) & (df["backend"] == backend)]
-        deps = sorted(sub["deployment"].unique()) if len(sub) else []
-        groups = [(op, d) for op in OPS for d in deps]
+        sub = sub.assign(placement=placement(sub))
+        groups = [(op, p) for op in OPS for p in by_placement(sub)]
         x = np.arange(len(groups))
         isos = [i for i in ISOLATIONS if i in set(sub["isolation"])]
         width = 0.8 / max(len(isos), 1)
         for k, iso in enumerate(isos):
-            s = sub[sub["isolation"] == iso].set_index(["op", "deployment"]).reindex(groups)
+            s = sub[sub["isolation"] == iso].set_index(["op", "placement"]).reindex(groups)
             xs = x + (k - (len(isos) - 1) / 2) * width
             ax.bar(xs, s["mean_us"], width, label=iso,
                    yerr=yerr(s, "mean_us", "ci95_low_us", "ci95_high_us", s["min_us"]),
                    capsize=2, error_kw={"elinewidth": 0.8})
             ax.plot(xs, s["p50_us"], "_", color="black", ms=max(3.0, 40 * width), mew=1.2,
                     label="median" if k == 0 else None)
-        kinds = {d: (client_kind(sub[sub["deployment"] == d]), client_accel(sub[sub["deployment"] == d]))
-                 for d in deps}
-        ax.set_xticks(x, [f"{op}\n{deployment_label(d, *kinds[d])}".replace(" (", "\n(", 1)
-                          for op, d in groups], fontsize=7)
+        ax.set_xticks(x, [f"{op}\n{p}".replace(" (", "\n(", 1).replace("; ", "\n")
+                          for op, p in groups], fontsize=7)
         ax.set_title(f"platform: {platform}, backend: {backend}", fontsize=10)
         ax.set_ylabel(f"round trip ({US})\nmean, 95% CI; tick: median")
         log_if_wide(ax, sub["mean_us"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from msdbench.figures import (US, client_accel, client_kind, deployment_label, good_rows,
-                               log_if_wide, platform_order, plt, save, yerr)
+from msdbench.figures import (US, by_placement, good_rows, log_if_wide, placement, platform_order,
+                               plt, save, yerr)
 
 
 def _unit(table: pd.DataFrame) -> str:
@@ -32,11 +32,14 @@ def plot(table: pd.DataFrame, png: str, pdf: str) -> None:
     for col, platform in enumerate(platforms):
         top, split = axes[0, col], axes[1, col]
         sub = df[df["platform"] == platform]
-        for k, ((iso, dep, backend), g) in enumerate(sub.groupby(["isolation", "deployment",
-                                                                  "backend"])):
+        sub = sub.assign(placement=placement(sub))
+        order = {p: i for i, p in enumerate(by_placement(sub))}
+        series = sorted(sub.groupby(["isolation", "placement", "backend"]),
+                        key=lambda kg: (order[kg[0][1]], kg[0][0], kg[0][2]))
+        for k, ((iso, where, backend), g) in enumerate(series):
             g = g.sort_values("payload")
             color = plt.get_cmap("tab10")(k % 10)
-            label = f"{iso}, {deployment_label(dep, client_kind(g), client_accel(g))}, {backend}"
+            label = f"{iso}, {where}, {backend}"
             top.errorbar(g["payload"], g["mean_us"], yerr=yerr(g, "mean_us", "ci95_low_us", "ci95_high_us",
                                                                 g["min_us"]),
                          marker="o", ms=4, capsize=3, color=color, label=label)
