@@ -224,7 +224,8 @@ def _echo_address(dep) -> str | None:
     if not hasattr(dep, "handle_of"):
         return None
     entry = dep.manifest.edges_from(dep.manifest.client)[0].callee
-    return dep.handle_of(entry).hello.get("echo")
+    echo = dep.handle_of(entry).hello.get("echo")
+    return echo and dep.backend.seen_from(dep.manifest.client_domain().name, echo)
 
 
 def _our_cpu_s(dep) -> float | None:

@@ -297,7 +297,7 @@ def cmd_throughput_run(a) -> int:
     from msdbench.suites.base import host_settings
     from msdbench.suites.throughput import deployment
 
-    dep = a.deployment or deployment(config, a.backend)
+    dep = a.deployment or deployment(config)
     settings |= host_settings(config, dep)
     cell = planning.Cell("throughput", a.platform, a.backend, a.isolation, dep)
     manifest = planning.plan(cell, settings)

@@ -41,7 +41,7 @@ STATE_LINE = "msdbench.domain"  # on stderr (the domain's log): up, stopped (why
 
 class DomainRuntime:
     def __init__(self, manifest: Manifest, domain: str, bind_host: str, advertise_host: str,
-                 stop: threading.Event):
+                 stop: threading.Event, entry_port: int = 0):
         self.stop = stop
         self.manifest = manifest
         self.domain = manifest.domain(domain)
@@ -57,14 +57,19 @@ class DomainRuntime:
         # The TCP echo reference lives beside the entry service (the client's callee), so that it
         # crosses the same boundary and runs under the same pinning as the cell's own calls.
         entry = [e.callee for e in manifest.edges_from(manifest.client)]
-        self.echo = echo.start_server(bind_host) if set(entry) & set(self.domain.services) else None
+        # entry_port: the ports the client calls are fixed (entry_port, entry_port + 1 for the echo)
+        # so that a container can publish them to a client on another host.
+        ours = set(entry) & set(self.domain.services)
+        self.echo = echo.start_server(bind_host, entry_port + 1 if entry_port else 0) \
+            if ours else None
         for name in self.domain.services:
             svc = manifest.service(name)
             if svc.kind == "client":
                 continue
             transports = {e.transport for e in manifest.edges if e.callee == name}
             self.listeners[name] = {
-                t: bindings.listen(t, KINDS[svc.kind], bind_host, limits, max_connections)
+                t: bindings.listen(t, KINDS[svc.kind], bind_host, limits, max_connections,
+                                   entry_port if name in entry and t == "thrift-tcp" else 0)
                 for t in transports if t != "direct"
             }
 
@@ -236,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     ap.add_argument("--advertise", default=None, help="host name peers use (default: --bind)")
     ap.add_argument("--control-port", type=int, default=0)
+    ap.add_argument("--entry-port", type=int, default=0,
+                    help="the entry service's thrift-tcp listener binds this port and the TCP echo "
+                         "reference the next one, so that a container can publish them (0: any)")
     ap.add_argument("--owner", default=None,
                     help="the harness's owner tag (msdb-<pid>-<start>): labels this process")
     args = ap.parse_args(argv)
@@ -251,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     manifest = Manifest.from_dict(json.loads(_stdin_line())) if args.manifest == "-" \
         else Manifest.load(args.manifest)
-    rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop)
+    rt = DomainRuntime(manifest, args.domain, args.bind, args.advertise or args.bind, stop,
+                       args.entry_port)
     if args.manifest == "-":
         threading.Thread(target=_lifeline, args=(rt,), daemon=True, name="lifeline").start()
     # threads: a status call (stats, counters) must not wait behind a long run_driver

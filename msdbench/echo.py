@@ -40,9 +40,9 @@ def _serve_conn(conn: socket.socket) -> None:
         sendall(mv[:need])
 
 
-def start_server(host: str = "127.0.0.1") -> socket.socket:
+def start_server(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A listening echo socket served by a daemon thread; close it to stop accepting."""
-    lst = socket.create_server((host, 0))
+    lst = socket.create_server((host, port))
 
     def accept():
         while True:

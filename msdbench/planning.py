@@ -30,6 +30,8 @@ CLIENT_HOST_KINDS = {
     4: (("vm",), "other", "{kind: vm, on: edge1} (edge1 a netns host)"),
     5: (("netns", "ssh"), None, "{kind: netns} (or kind ssh)"),
 }
+# The backends that can start the client's domain there: a container in a VM is not built.
+OTHER_HOST_BACKENDS = {3: ("process",), 4: ("process",), 5: ("process", "docker")}
 # On a board (the device backend) the client sits in the entry service's group (1), in a group of
 # its own (2), or on another node across the serial link (4).
 DEVICE_DEPLOYMENTS = (1, 2, 4)
@@ -57,11 +59,13 @@ def check_cell(cell: Cell) -> None:
                             "backend runs 'specialized': direct calls in a group, marshalled "
                             "calls across groups, the serial link across nodes)")
         choose("deployment (backend device)", cell.deployment, DEVICE_DEPLOYMENTS)
-    elif cell.deployment in OTHER_HOST_DEPLOYMENTS and cell.backend != "process":
+    elif cell.deployment in OTHER_HOST_DEPLOYMENTS and cell.backend not in OTHER_HOST_BACKENDS[
+            cell.deployment]:
         raise PlanError(
-            f"deployment {cell.deployment} with backend {cell.backend!r}: a domain on another "
-            "host is started by the process backend only (a container there would need that "
-            "host's engine and networking across two engines, not built yet); use backend 'process'")
+            f"deployment {cell.deployment} with backend {cell.backend!r}: "
+            + ("the client's VM is started by the process backend only; use backend 'process'"
+               if cell.deployment in (3, 4) else
+               "use backend 'process' or 'docker'"))
     for key, value in suite.fixed.items():
         if getattr(cell, key) != value:
             raise PlanError(f"{key}: the {cell.suite} suite runs at {key} {value} only, "

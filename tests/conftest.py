@@ -122,6 +122,33 @@ def engine():
     client.close()
 
 
+@pytest.fixture(scope="session")
+def image(engine, tmp_path_factory):
+    """The service image of a snapshot of the project, built once per session (reused when present)."""
+    from msdbench.backends import docker_image as di
+
+    proj = copy_project(tmp_path_factory.mktemp("proj") / "msdbench-project")
+    return di.ensure_image(proj, log=lambda msg: print(f"[image] {msg}", file=sys.stderr))
+
+
+def objects_of(client, owner_pid: int | None = None) -> list[str]:
+    """The containers, networks and volumes (names) of runs started by owner_pid on this machine."""
+    import socket
+
+    from msdbench.backends.docker import OWNER_LABEL, _labels_of, _name_of, _objects
+
+    prefix = f"{socket.gethostname()}:{owner_pid or os.getpid()}:"
+    return sorted(f"{kind[:-1]} {_name_of(o)}" for kind, objs in _objects(client).items() for o in objs
+                  if (_labels_of(o).get(OWNER_LABEL) or "").startswith(prefix))
+
+
+@pytest.fixture
+def no_docker_leftovers(engine):
+    yield
+    left = objects_of(engine)
+    assert not left, f"left behind: {left}"
+
+
 def throwaway_sshd(d: Path, address: str | None, port: int) -> str:
     """Keys (host, user) and an sshd_config in `d` for a test's own sshd: root login by this key
     only, on `port` of `address` (None: every address it has). Returns the sshd binary; skips

@@ -31,7 +31,7 @@ from msdbench.backends.base import BackendError
 from msdbench.cell import CellFailed, run_cell
 from msdbench.planning import Cell, plan
 
-from conftest import throwaway_sshd, copy_project
+from conftest import copy_project, objects_of, throwaway_sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE = "tcp://127.0.0.1:9"
@@ -42,29 +42,6 @@ UNREACHABLE = "tcp://127.0.0.1:9"
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-
-
-@pytest.fixture(scope="session")
-def image(engine, tmp_path_factory):
-    """The service image of a snapshot of the project, built once per session (reused when present)."""
-    proj = copy_project(tmp_path_factory.mktemp("proj") / "msdbench-project")
-    return di.ensure_image(proj, log=lambda msg: print(f"[image] {msg}", file=sys.stderr))
-
-
-def objects_of(client, owner_pid: int | None = None) -> list[str]:
-    """The containers, networks and volumes (names) of runs started by owner_pid on this machine."""
-    from msdbench.backends.docker import OWNER_LABEL, _labels_of, _name_of, _objects
-
-    prefix = f"{socket.gethostname()}:{owner_pid or os.getpid()}:"
-    return sorted(f"{kind[:-1]} {_name_of(o)}" for kind, objs in _objects(client).items() for o in objs
-                  if (_labels_of(o).get(OWNER_LABEL) or "").startswith(prefix))
-
-
-@pytest.fixture
-def no_docker_leftovers(engine):
-    yield
-    left = objects_of(engine)
-    assert not left, f"left behind: {left}"
 
 
 def opts(image, **more) -> dict:

@@ -396,3 +396,173 @@ def test_workflow_with_deployment_5_on_an_emulated_host(workflow_copy, nothing_l
     raw = next((workflow_copy / "results/raw/micro").rglob("d5/p0.json"))
     hosts = json.loads(raw.read_text())["hosts"]
     assert hosts["edge1"]["link"]["rate"] == "1gbit" and hosts["edge1"]["link"]["qdisc"] == "tbf"
+
+
+# -- the docker backend with the client's container on another host -----------------------------
+
+def _ip_of(address: str):
+    import ipaddress
+
+    return ipaddress.ip_address(address.rsplit(":", 1)[0])
+
+
+def _crossed_the_link(meta: dict, host: str) -> None:
+    """The client's socket ran from the other host's address to this machine's end of its link:
+    not loopback, not a docker bridge (the server containers' addresses)."""
+    import ipaddress
+
+    link = meta["hosts"][host]["link"]
+    sock = meta["placement"]["client_driver"]["socket"]
+    peer = _ip_of(sock["peer"])
+    assert str(_ip_of(sock["local"])) == meta["hosts"][host]["address"]
+    assert str(peer) == link["local_address"] and peer in ipaddress.ip_network(link["subnet"])
+    servers = {c["ip"] for d, c in meta["backend_info"]["containers"].items() if d != "client"}
+    assert not peer.is_loopback and str(peer) not in servers, (peer, servers)
+
+
+@pytest.mark.parametrize("platform", ["linux", "specialized"])
+def test_docker_micro_cell_with_the_client_container_in_a_namespace(
+        tmp_path, nothing_left, no_docker_leftovers, engine, image, platform):
+    m = plan(Cell("micro", platform, "docker", "isolated", 5, 512), MICRO | edge(rate="1gbit"))
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", {"image": image["id"]})
+    assert meta["status"] == "ok", meta.get("failure")
+    ops = pd.read_parquet(tmp_path / "c.parquet")["op"]
+    assert (ops == "poll").sum() == 350 and (ops == "echo").sum() > 0  # the echo crossed it too
+    _crossed_the_link(meta, "edge1")
+    host, info = meta["hosts"]["edge1"], meta["backend_info"]
+    assert host["namespace_of"] == f"container msdbench-{info['run_id']}-host-edge1"
+    assert host["link"]["qdisc"] == "tbf" and host["link"]["rate"] == "1gbit"
+    away = info["client_host"]
+    assert away["kind"] == "netns" and away["engine"] == "this machine's"
+    assert len(away["entry_published"]) == 2 and all(
+        a.startswith(host["link"]["local_address"] + ":") for a in away["entry_published"].values())
+    assert info["containers"]["client"]["ip"] == host["address"]
+
+
+def test_docker_client_container_lives_in_the_hosts_namespace_and_nowhere_else(
+        nothing_left, no_docker_leftovers, engine, image):
+    """The client's container *is* in the netns host's namespace (same inode, the veth and its tbf
+    inside); the entry service is published on the link's local end only, and the server's
+    container address itself is not reachable from the client (Docker's FORWARD policy)."""
+    from msdbench.backends.docker import DockerBackend
+    from msdbench.backends.docker_hosts import ENTRY_PORT
+
+    m = plan(Cell("micro", "linux", "docker", "isolated", 5, 0), MICRO | edge(rate="50mbit"))
+    with DockerBackend(image=image["id"]).up(m) as dep:
+        h = dep.hosts["edge1"]
+        client = dep.handles["client"].native
+        client.reload()
+        pid = client.attrs["State"]["Pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{h.netns}").st_ino
+        inside = subprocess.run(["ip", "netns", "exec", h.netns, "tc", "qdisc", "show", "dev",
+                                 "eth0"], capture_output=True, text=True).stdout
+        assert "tbf" in inside and "50Mbit" in inside, inside
+        code, out = client.exec_run(["python", "-c", "print(open('/proc/net/dev').read())"])
+        devices = {line.split(":")[0].strip() for line in out.decode().splitlines()[2:] if ":" in line}
+        assert devices == {"lo", "eth0"}, devices
+        poll = dep.handles["poll"].native
+        poll.reload()
+        bindings = poll.attrs["NetworkSettings"]["Ports"]
+        assert {b["HostIp"] for p in (ENTRY_PORT, ENTRY_PORT + 1) for b in bindings[f"{p}/tcp"]} \
+            == {h.local_address}
+        server_ip = dep.backend.containers["poll"]["ip"]
+        probe = ("import socket\ntry:\n    socket.create_connection((%r, %d), timeout=2)\n"
+                 "    print('reached')\nexcept OSError as e:\n    print('blocked', e)\n")
+        _, direct = client.exec_run(["python", "-c", probe % (server_ip, ENTRY_PORT)])
+        assert direct.decode().startswith("blocked"), direct
+        at, port = dep.backend.away.outside[f"{poll.name}:{ENTRY_PORT}"].rsplit(":", 1)
+        assert at == h.local_address
+        _, published = client.exec_run(["python", "-c", probe % (at, int(port))])
+        assert published.decode().startswith("reached"), published
+        r = dep.run_driver({"driver": "micro", "payload": 0, "requests": 50, "warmup": 0})
+        assert len(r["samples"]["poll"]["e2e_ns"]) == 50
+    assert not os.path.exists(f"/sys/class/net/{h.link}")
+
+
+def test_docker_beps_cell_with_the_client_container_in_a_namespace(
+        tmp_path, nothing_left, no_docker_leftovers, engine, image):
+    m = plan(Cell("beps", "linux", "docker", "tiered", 5), BEPS | edge())
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", {"image": image["id"]})
+    assert meta["status"] == "ok", meta.get("driver", {}).get("problems")
+    ops = set(pd.read_parquet(tmp_path / "c.parquet")["op"])
+    assert {"create_user", "subscribe", "publish", "unsubscribe", "delete_user"} <= ops
+    _crossed_the_link(meta, "edge1")
+
+
+def test_docker_client_container_killed_mid_cell_is_named(
+        tmp_path, nothing_left, no_docker_leftovers, engine, image):
+    from msdbench.cell import CellFailed
+
+    m = plan(Cell("micro", "linux", "docker", "isolated", 5, 0),
+             MICRO | edge() | {"requests": 10_000_000, "warmup": 0, "deadline_s": 120})
+    killed = []
+
+    def kill_client(dep):
+        def kill():
+            time.sleep(1.0)
+            dep.handles["client"].native.kill()
+            killed.append(dep.handles["client"].native.name)
+
+        threading.Thread(target=kill, daemon=True).start()
+
+    with pytest.raises(CellFailed) as err:
+        run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", {"image": image["id"]},
+                 on_up=kill_client)
+    assert killed
+    assert f"container {killed[0]} on host 'edge1' (netns)" in str(err.value), str(err.value)
+    assert json.loads((tmp_path / "c.json").read_text())["status"] == "failed"
+
+
+def _docker_cell_process(tmp_path, image) -> subprocess.Popen:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text((ROOT / "config/config.yaml").read_text() + NETNS_CONFIG)
+    return subprocess.Popen(
+        [sys.executable, "-m", "msdbench", "run", "micro", "--backend", "docker", "--isolation",
+         "isolated", "--deployment", "5", "--config", str(cfg), "--requests", "10000000",
+         "--warmup", "0", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), MSDBENCH_DOCKER_IMAGE=image["id"]))
+
+
+def _containers_of(engine, pid) -> list[str]:
+    from conftest import objects_of
+
+    return [o for o in objects_of(engine, pid) if o.startswith("container")]
+
+
+def test_docker_sigterm_mid_cell_removes_containers_and_namespace(
+        tmp_path, no_docker_leftovers, engine, image):
+    from conftest import objects_of
+
+    proc = _docker_cell_process(tmp_path, image)
+    tag = owner_tag(proc.pid)
+    # the holder, the poll container and the client's
+    _wait_for(lambda: len(_containers_of(engine, proc.pid)) == 3 or proc.poll() is not None, 120)
+    _wait_for(lambda: ours(tag)["namespaces"] or proc.poll() is not None)
+    time.sleep(2.0)  # mid-measurement
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert ours(tag) == {"namespaces": [], "links": []}
+    assert objects_of(engine, proc.pid) == []
+
+
+def test_docker_clean_removes_what_a_sigkill_left(tmp_path, no_docker_leftovers, engine, image):
+    from conftest import objects_of
+
+    proc = _docker_cell_process(tmp_path, image)
+    tag = owner_tag(proc.pid)
+    _wait_for(lambda: len(_containers_of(engine, proc.pid)) == 3 or proc.poll() is not None, 120)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=30)
+    left = ours(tag)
+    assert left["namespaces"] and left["links"] and objects_of(engine, proc.pid)
+    r = subprocess.run([sys.executable, "-m", "msdbench", "clean"], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert left["namespaces"][0] in r.stdout
+    assert ours(tag) == {"namespaces": [], "links": []}
+    assert objects_of(engine, proc.pid) == []

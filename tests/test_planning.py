@@ -159,9 +159,17 @@ def test_deployment_5_without_a_usable_host_is_named(settings, match):
         plan(Cell("micro", "linux", "process", "isolated", 5, 0), settings)
 
 
-def test_deployment_5_with_docker_is_refused_by_name():
-    with pytest.raises(PlanError, match="deployment 5 with backend 'docker'.*process"):
-        plan(Cell("micro", "linux", "docker", "isolated", 5, 0), EDGE)
+def test_deployment_5_with_docker_plans_the_client_container_on_the_other_host():
+    m = plan(Cell("micro", "specialized", "docker", "isolated", 5, 0), EDGE)
+    assert m.client_domain().host == "edge1" and {d.host for d in m.server_domains()} == {"local"}
+    (edge,) = m.edges_from("client")
+    assert edge.transport == "thrift-tcp"
+
+
+@pytest.mark.parametrize("deployment", [3, 4])
+def test_a_vm_deployment_with_docker_is_refused_by_name(deployment):
+    with pytest.raises(PlanError, match=f"deployment {deployment} with backend 'docker'.*process"):
+        plan(Cell("micro", "linux", "docker", "isolated", deployment, 0), EDGE)
 
 
 @pytest.mark.parametrize("field,cell,allowed", [

@@ -109,12 +109,12 @@ def test_default_config_expands_throughput_sweeps():
         assert j.cell.deployment == 5 and j.settings["throughput"]["mode"] == j.axes["mode"]
         assert j.settings["client_host"] == "edge1"
         assert j.settings["hosts"]["edge1"]["kind"] == "netns"
-    # deployment 2 is still there for the asking; docker sweeps (no domain on another host yet) use it
+    # deployment 2 is still there for the asking; docker sweeps go to deployment 5 too
     two = throughput_matrix(validate(copy.deepcopy(DEFAULT) | {"throughput": DEFAULT["throughput"]
                                                                | {"deployment": 2}}))
     assert {j.cell.deployment for j in two} == {2} and "client_host" not in two[0].settings
     docker = throughput_matrix(validate(copy.deepcopy(DEFAULT) | {"backends": ["process", "docker"]}))
-    assert {(j.cell.backend, j.cell.deployment) for j in docker} == {("process", 5), ("docker", 2)}
+    assert {(j.cell.backend, j.cell.deployment) for j in docker} == {("process", 5), ("docker", 5)}
     closed = next(j for j in jobs if j.axes["mode"] == "closed").settings["throughput"]
     assert "rates" not in closed  # the open loop's rates do not shape the closed sweeps
 

@@ -40,6 +40,10 @@ class Backend:
     hosts: HostSet | None = None
 
     # -- what a backend provides -------------------------------------------------------------
+    def before_hosts(self, manifest: Manifest, hosts: HostSet) -> None:
+        """Before the hosts come up: a backend whose domains bring their own network namespace (a
+        container's) gives it to the netns hosts here (`NetnsHost.join`)."""
+
     def prepare(self, manifest: Manifest) -> None:
         """Before any domain starts (e.g. write the manifest where domains can read it)."""
 
@@ -63,6 +67,11 @@ class Backend:
     def describe(self) -> dict:
         """What this backend adds to a cell's metadata (e.g. the image id)."""
         return {"backend": self.name}
+
+    def seen_from(self, domain: str, advertised: str) -> str:
+        """A service address as its domain advertised it -> as `domain` (a caller) reaches it
+        (the docker backend: a published port, for a client on another host)."""
+        return advertised
 
     def reachable(self, handle: DomainHandle, advertised: str) -> str:
         """A service address as a domain advertised it -> as the harness's host reaches it."""
@@ -88,7 +97,9 @@ class Backend:
     def up(self, manifest: Manifest) -> "Deployment":
         dep = Deployment(self, manifest)
         try:
-            self.hosts = dep.hosts = HostSet(manifest).up()
+            self.hosts = dep.hosts = HostSet(manifest)
+            self.before_hosts(manifest, dep.hosts)
+            dep.hosts.up()
             self.prepare(manifest)
             for d in manifest.domains:
                 dep.handles[d.name] = self.start_domain(manifest, d.name)
@@ -102,9 +113,12 @@ class Backend:
                          for svc, addrs in h.hello["services"].items()}
             for e in manifest.edges:
                 if e.transport != "direct":
-                    e.address = endpoints[e.callee][e.transport]
+                    e.address = self.seen_from(manifest.service(e.caller).domain,
+                                               endpoints[e.callee][e.transport])
             for h in dep.handles.values():
-                dep.call(h, "connect", json.dumps(endpoints))
+                seen = {svc: {t: self.seen_from(h.name, a) for t, a in addrs.items()}
+                        for svc, addrs in endpoints.items()}
+                dep.call(h, "connect", json.dumps(seen))
         except BaseException:
             dep.down()
             raise

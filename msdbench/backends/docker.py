@@ -56,7 +56,7 @@ from pathlib import Path
 
 import psutil
 
-from msdbench.backends import docker_image
+from msdbench.backends import docker_hosts, docker_image
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.config import DOCKER_MEMORY
 from msdbench.idl import CONTROL_LINE
@@ -113,6 +113,13 @@ def _is_this_machine(host: str | None) -> bool:
         return False
 
 
+def _control_access(asked: str, docker_host: str | None) -> str:
+    """"ip" or "published" for an engine (see the module doc); "auto" decides by where it is."""
+    if asked != "auto":
+        return asked
+    return "ip" if _is_this_machine(_engine_host(docker_host)) else "published"
+
+
 def _display_host(docker_host: str | None) -> str:
     return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (default)"
 
@@ -143,9 +150,8 @@ class DockerBackend(Backend):
         access = control_access or os.environ.get("MSDBENCH_DOCKER_CONTROL") or "auto"
         if access not in CONTROL_ACCESS:
             raise ValueError(f"control_access: {access!r} is not one of {CONTROL_ACCESS}")
-        if access == "auto":
-            access = "ip" if _is_this_machine(_engine_host(self.docker_host)) else "published"
-        self.control_access = access
+        self._access_asked = access
+        self.control_access = _control_access(access, self.docker_host)
         self._client = None
         self._unavailable: str | None = None
         self.image: dict | None = None
@@ -158,6 +164,7 @@ class DockerBackend(Backend):
         self._pending: dict[str, tuple] = {}
         self.leftovers: dict = {}
         self.timings: dict = {}
+        self.away: docker_hosts.Away | None = None   # the client's domain on another host
 
     # -- the engine ------------------------------------------------------------------------------
     def client(self):
@@ -184,15 +191,9 @@ class DockerBackend(Backend):
     def _labels(self, **extra) -> dict:
         return {LABEL: "1", RUN_LABEL: self.run_id, OWNER_LABEL: self.owner, **extra}
 
-    # -- Backend ----------------------------------------------------------------------------------
-    def prepare(self, manifest: Manifest) -> None:
-        client = self.client()
-        self.run_id = uuid.uuid4().hex[:12]
-        self.owner = owner_label()
-        self.containers = {}
-        self.memory = memory_limit(manifest)
-        self.leftovers = check_leftovers(client, exclude_run=self.run_id)
-        t0 = time.monotonic()
+    def image_on(self, client, docker_host: str | None) -> dict:
+        """The service image on one engine: the given one (looked up) or the project's (built there
+        when missing)."""
         if self._image_ref:
             import docker
 
@@ -200,16 +201,35 @@ class DockerBackend(Backend):
                 img = client.images.get(self._image_ref)
             except docker.errors.ImageNotFound:
                 raise BackendError(f"image {self._image_ref!r} is not on the engine at "
-                                   f"{_display_host(self.docker_host)}") from None
-            self.image = {"tag": (img.tags or [self._image_ref])[0], "id": img.id, "given": True}
-        elif self.image is None:
-            try:
-                self.image = docker_image.ensure_image(self.project_root, self.docker_host, log=_say)
-            except docker_image.DockerUnavailable as e:
-                raise BackendError(str(e)) from None
-            except docker_image.ImageBuildError as e:
-                raise BackendError(f"the container image could not be built: {e}") from None
+                                   f"{_display_host(docker_host)}") from None
+            return {"tag": (img.tags or [self._image_ref])[0], "id": img.id, "given": True}
+        try:
+            return docker_image.ensure_image(self.project_root, docker_host, log=_say)
+        except docker_image.DockerUnavailable as e:
+            raise BackendError(str(e)) from None
+        except docker_image.ImageBuildError as e:
+            raise BackendError(f"the container image could not be built: {e}") from None
+
+    # -- Backend ----------------------------------------------------------------------------------
+    def before_hosts(self, manifest: Manifest, hosts) -> None:
+        """The run's id and image; for a client on a netns host, the container whose network
+        namespace that host becomes (docker_hosts.Away)."""
+        client = self.client()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.owner = owner_label()
+        self.containers = {}
+        self.memory = memory_limit(manifest)
+        self.leftovers = check_leftovers(client, exclude_run=self.run_id)
+        t0 = time.monotonic()
+        if self.image is None or self._image_ref:
+            self.image = self.image_on(client, self.docker_host)
         self.timings["image_s"] = round(time.monotonic() - t0, 3)
+        self.away = docker_hosts.Away.of(self, manifest, hosts)
+        if self.away:
+            self.away.before_hosts()
+
+    def prepare(self, manifest: Manifest) -> None:
+        client = self.client()
         if not self.engine:
             v = client.version()
             info = client.info()
@@ -226,6 +246,8 @@ class DockerBackend(Backend):
             client.volumes.create(self.volume, driver="local", labels=self._labels(**{"msdbench.role": "ipc"}),
                                   driver_opts={"type": "tmpfs", "device": "tmpfs",
                                                "o": "uid=10001,gid=10001,mode=0700"})
+        if self.away:  # its engine, network, image (an ssh host); hosts are up now
+            self.away.prepare()
         self._manifest_json = json.dumps(manifest.to_dict())
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +258,8 @@ class DockerBackend(Backend):
         self._pending = {}
         # Over ssh:// one at a time: each request in flight is an SSH channel, and sshd allows 10 per
         # connection (MaxSessions) by default.
-        threads = 1 if _display_host(self.docker_host).startswith("ssh://") else LAUNCH_THREADS
+        threads = 1 if _display_host(self.docker_host).startswith("ssh://") or (
+            self.away and self.away.host.kind == "ssh") else LAUNCH_THREADS
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="msdbench-launch")
         try:
             futures = {d.name: pool.submit(self._launch, manifest, d.name) for d in manifest.domains}
@@ -273,12 +296,22 @@ class DockerBackend(Backend):
         if self.control_access == "published":
             bind = "127.0.0.1" if _engine_host(self.docker_host) is None else "0.0.0.0"
             ports = {f"{CONTROL_PORT}/tcp": (bind, None)}
+        # Where it runs: this engine's cell network, by name (the default)...
+        image, bind, extra = self.image["id"], name, []
+        where = {"hostname": name, "network": self.network, "ports": ports}
+        if self.away and d.host == self.away.host.name:  # ...or the client's other host
+            client, image, bind, where = self.away.placement(name)
+            mounts = []  # its one edge is thrift-tcp to the entry service: no shm set-up
+            env.pop("TMPDIR", None)
+        elif self.away and self.away.entry_domain == domain:  # the client's callee: published
+            extra, published = self.away.entry_ports()
+            where["ports"] = (ports or {}) | published
         t0 = time.monotonic()
         container = client.containers.create(
-            self.image["id"],
+            image,
             ["python", "-c", BOOT, "--manifest", MANIFEST_IN_CONTAINER, "--domain", domain,
-             "--bind", name, "--advertise", name, "--control-port", str(CONTROL_PORT)],
-            name=name, hostname=name, environment=env, network=self.network, ports=ports,
+             "--bind", bind, "--advertise", bind, "--control-port", str(CONTROL_PORT), *extra],
+            name=name, environment=env, **where,
             labels=self._labels(**{"msdbench.role": "domain", "msdbench.domain": domain,
                                    "msdbench.cell": f"{manifest.suite}/{manifest.platform}/"
                                                     f"{manifest.isolation}/d{manifest.deployment}"}),
@@ -305,13 +338,18 @@ class DockerBackend(Backend):
             t_ready = time.monotonic()
             container.reload()
             net = container.attrs["NetworkSettings"]
-            ip = net["Networks"][self.network]["IPAddress"]
-            if self.control_access == "ip":
-                handle.control_address = f"{ip}:{port}"
+            if self.away and manifest.domain(domain).host == self.away.host.name:
+                ip, handle.control_address = self.away.control(container, port)
             else:
-                published = net["Ports"][f"{CONTROL_PORT}/tcp"][0]
-                host = _engine_host(self.docker_host) or "127.0.0.1"
-                handle.control_address = f"{host}:{published['HostPort']}"
+                ip = net["Networks"][self.network]["IPAddress"]
+                if self.control_access == "ip":
+                    handle.control_address = f"{ip}:{port}"
+                else:
+                    published = net["Ports"][f"{CONTROL_PORT}/tcp"][0]
+                    host = _engine_host(self.docker_host) or "127.0.0.1"
+                    handle.control_address = f"{host}:{published['HostPort']}"
+                if self.away and self.away.entry_domain == domain:
+                    self.away.published(name=container.name, ports=net["Ports"])
         except BaseException:
             self._remove(container)
             raise
@@ -367,6 +405,10 @@ class DockerBackend(Backend):
             why += f": {state['Error']}"
         return why
 
+    def seen_from(self, domain: str, advertised: str) -> str:
+        """For the client's domain on another host: the entry service's ports as published."""
+        return self.away.seen_from(domain, advertised) if self.away else advertised
+
     def reachable(self, h: DomainHandle, advertised: str) -> str:
         """NAME:port (the engine's DNS, inside the cell network) -> IP:port from this host."""
         if self.control_access != "ip":
@@ -375,6 +417,8 @@ class DockerBackend(Backend):
         return f"{self.containers[h.name]['ip']}:{advertised.rpartition(':')[2]}"
 
     def where(self, h: DomainHandle) -> str:
+        if self.away and h.name == self.away.domain:
+            return f"container {h.native.name} on {self.away.where()}"
         return f"container {h.native.name} on {_display_host(self.docker_host)}"
 
     def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
@@ -411,10 +455,15 @@ class DockerBackend(Backend):
         be removed is named, with the command that removes it later."""
         if self.run_id is None or self._client is None:
             return
-        try:
-            left = remove_run(self._client, self.run_id)
-        except Exception as e:  # the engine went away
-            left = [f"everything ({type(e).__name__}: {e})"]
+        left = []
+        for client in [self._client] + ([self.away.client] if self.away and self.away.client
+                                        and self.away.client is not self._client else []):
+            try:
+                left += remove_run(client, self.run_id)
+            except Exception as e:  # the engine went away
+                left += [f"everything ({type(e).__name__}: {e})"]
+        if self.away:
+            self.away.close()
         if left:
             log.warning("msdbench docker: could not remove %s of run %s; `msdbench clean` removes them",
                         ", ".join(left), self.run_id)
@@ -433,6 +482,8 @@ class DockerBackend(Backend):
                             "no_new_privileges": True, "init": True},
                "memory_limit": self.memory, "listen": "the container's address on the cell network",
                "timings": self.timings}
+        if self.away:
+            out["client_host"] = self.away.describe()
         if self.image:
             out["image"] = {k: self.image.get(k) for k in ("tag", "id", "base_tag", "hash", "cached",
                                                            "build_seconds") if k in self.image}

@@ -17,7 +17,12 @@ and its cells are skipped with the reason):
     netem qdisc; it is used when the kernel has it and refused with a clear error when not (no
     user-space imitation: a sleep here costs ~176 us for 100 us asked).
 
-Teardown deletes the namespace, which deletes the veth pair and its qdiscs with it. A harness
+The docker backend's client container brings its own namespace (`join`, set before up(): a
+holder container's, see msdbench/backends/docker_hosts.py): the host then names that one
+(``ip netns attach``) and plumbs it the same way.
+
+Teardown deletes the namespace, which deletes the veth pair and its qdiscs with it (a container's
+namespace lives on until the container is removed: the link is deleted explicitly too). A harness
 killed by SIGKILL leaves the namespace: `msdbench clean` removes every ``msdb-*`` namespace (and
 any stray ``msdb-*`` link) whose owner process is gone.
 """
@@ -72,6 +77,10 @@ class NetnsHost(Host):
         self.link = PREFIX + hashlib.sha1(self.netns.encode()).hexdigest()[:10]
         self.local_address: str | None = None
         self.timings: dict = {}
+        # Set before up() by a backend whose domain brings its own network namespace (the docker
+        # backend: a container's): (pid of a process in it, what it is). The host then *is* that
+        # namespace, named and plumbed as above, instead of a fresh one.
+        self.join: tuple[int, str] | None = None
 
     def check_spec(self) -> None:
         try:
@@ -100,7 +109,10 @@ class NetnsHost(Host):
             raise HostUnavailable(f"{self.where()}: creating a network namespace needs root "
                                   "(CAP_NET_ADMIN); run as root or leave deployment 5 out")
         try:
-            _ip("netns", "add", self.netns)
+            if self.join:
+                _ip("netns", "attach", self.netns, str(self.join[0]))
+            else:
+                _ip("netns", "add", self.netns)
         except (OSError, RuntimeError) as e:
             raise HostUnavailable(f"{self.where()}: cannot create a network namespace: {e}") from None
         try:
@@ -174,6 +186,7 @@ class NetnsHost(Host):
         f = facts()  # the same kernel and CPU as this machine: it is an emulated host
         return {"kind": self.kind, "emulated": True, "address": self.address,
                 "kernel": f["kernel"], "cpu_model": f["cpu_model"], "netns": self.netns,
+                "namespace_of": self.join[1] if self.join else None,
                 "link": {"device": self.link, "subnet": getattr(self, "subnet", None),
                          "local_address": self.local_address, "rate": self.spec.get("rate"),
                          "delay": self.spec.get("delay"),

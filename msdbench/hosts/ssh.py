@@ -12,8 +12,9 @@ same version as here (the version and a hash of the measured code, `python -m
 msdbench.hosts.facts`): an unreachable host is *unavailable* (its cells are skipped with the
 reason); a missing or different msdbench is an error that says so.
 
-The docker backend does not use this kind yet (a container on another host's engine would also
-need networking across two engines); the cell's planning says so.
+The docker backend starts the client's container on the host's engine (`docker_host`, default
+the url itself: the SDK's ssh:// transport, with ~/.ssh/config and the agent; `options` are for
+the ssh command only); see msdbench/backends/docker_hosts.py.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class SshHost(Host):
               "python": "the interpreter command there (default python3), e.g. "
                         "'/opt/venv/bin/python' or 'env PYTHONPATH=/src python3'",
               "options": "extra ssh arguments, a list (e.g. [-i, ~/.ssh/bench_key])",
-              "address": "where this machine reaches domains on the host (default: the url's host)"}
+              "address": "where this machine reaches domains on the host (default: the url's host)",
+              "docker_host": "the host's Docker Engine, for the docker backend (default: the url; "
+                             "ssh://user@host[:port] or tcp://host:port)"}
 
     def check_spec(self) -> None:
         url = self.spec.get("url")
@@ -54,6 +57,10 @@ class SshHost(Host):
         if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
             raise HostError(f"{self.field('options')}: a list of strings (ssh arguments)")
         self.url = u
+        dh = self.spec.get("docker_host")
+        if dh is not None and not (isinstance(dh, str) and dh.startswith(("ssh://", "tcp://"))):
+            raise HostError(f"{self.field('docker_host')}: {dh!r} is not ssh://user@host[:port] "
+                            "or tcp://host:port")
         self.python = shlex.split(self.spec.get("python") or "python3")
 
     def ssh(self, remote: list[str]) -> list[str]:

@@ -5,8 +5,8 @@ msdbench/throughput/.
 
 Where the clients sit: `throughput.deployment`, 5 (the paper's: the clients on another host,
 `deployments.5.client_host`) or 2 (their own domain on this host). Absent, it is 5 when the config
-names a deployment-5 client host and 2 otherwise. A backend that cannot start a domain on another
-host (docker, for now) runs its sweeps at deployment 2; the cell path says which it was."""
+names a deployment-5 client host and 2 otherwise, for both backends (docker: the clients' container
+on that host); the cell path says which it was."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from msdbench.axes import PlanError
 from msdbench.suites.base import Job, Suite, host_settings, keys_as_text, wire_settings
 
 DEPLOYMENTS = (2, 5)   # the clients in their own domain on this host, or on another host
-OTHER_HOST_BACKENDS = ("process",)  # backends that can start the clients' domain on another host
 MODES = ("closed", "open")
 DEFAULTS = {"pinning": "split", "clients": [1, 2, 4, 8], "pairs_per_client": 1000,
             "duration_s": None, "warmup_pairs": 50, "point_deadline_s": 120}
@@ -54,12 +53,11 @@ def settings(config: dict, mode: str = "closed") -> dict:
             "throughput": sweep} | wire_settings(config)
 
 
-def deployment(config: dict, backend: str) -> int:
+def deployment(config: dict) -> int:
     """Where a sweep's clients sit (see the module doc)."""
     t = config.get("throughput") or {}
     named = (keys_as_text(config).get("deployments") or {}).get("5")
-    dep = t.get("deployment", 5 if named else 2)
-    return dep if backend in OTHER_HOST_BACKENDS else 2
+    return t.get("deployment", 5 if named else 2)
 
 
 def check(cell: Cell) -> None:
@@ -79,7 +77,7 @@ def jobs(config: dict) -> list[Job]:
                 isolations = t.get("isolations", [])
                 if mode == "open" and (t.get("open") or {}).get("isolations") is not None:
                     isolations = t["open"]["isolations"]
-                dep = deployment(config, backend)
+                dep = deployment(config)
                 for iso in isolations:
                     out.append(Job.of(Cell("throughput", platform, backend, iso, dep),
                                       s | host_settings(config, dep), mode=mode))

@@ -43,10 +43,11 @@ def serve_threads(kind: ServiceKind) -> int:
 
 
 def listen(transport: str, kind: ServiceKind, host: str, limits: Limits = DEFAULT_LIMITS,
-           max_connections: int = DEFAULT_MAX_CONNECTIONS):
-    """A listener bound now and started later with `.start(handler)`; `.close()` ends it."""
+           max_connections: int = DEFAULT_MAX_CONNECTIONS, port: int = 0):
+    """A listener bound now and started later with `.start(handler)`; `.close()` ends it.
+    `port` (thrift-tcp): 0 = any free port."""
     if transport == "thrift-tcp":
-        return ThriftServer(kind.thrift_service(), host, 0, limits=limits,
+        return ThriftServer(kind.thrift_service(), host, port, limits=limits,
                             max_connections=max_connections, threads=serve_threads(kind))
     if transport == "shm":
         from msdbench.transports.shm_thrift import ShmThriftServer
