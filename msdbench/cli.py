@@ -342,7 +342,50 @@ def cmd_clean(a) -> int:
             print(f"msdbench: error: {e}", file=sys.stderr)
             return 2
         print(f"docker: not checked ({e})")
+    _clean_ssh_hosts(a)
     return 0
+
+
+def _clean_ssh_hosts(a) -> None:
+    """The config's ssh hosts: domains whose harness is gone, and their engines' leftovers."""
+    from msdbench.backends import docker_image
+    from msdbench.backends.docker import clean
+    from msdbench.config import ConfigError, default_config_path, load
+    from msdbench.hosts import make_host
+
+    try:
+        path = a.config or default_config_path()
+    except ConfigError:  # no config here: no ssh hosts to reach
+        return
+    try:
+        hosts = {n: make_host(n, s) for n, s in (load(path).get("hosts") or {}).items()}
+    except Exception as e:  # a config that does not load: say so, clean the rest anyway
+        print(f"ssh hosts: not checked ({path}: {str(e).splitlines()[0]})")
+        return
+    def engine_id(url):
+        engine = docker_image.connect(url, timeout=10)
+        try:
+            return engine.info().get("ID")
+        finally:
+            engine.close()
+
+    seen = set()
+    for h in (h for h in hosts.values() if h.kind == "ssh"):
+        h.clean(everything=a.all, dry_run=a.dry_run)
+        url = h.spec.get("docker_host") or h.spec["url"]
+        try:  # its engine, unless it is one already cleaned (e.g. this machine's own)
+            if not seen:
+                seen.add(engine_id(a.docker_host))
+        except docker_image.DockerUnavailable:
+            seen.add(None)
+        try:
+            ident = engine_id(url)
+        except docker_image.DockerUnavailable as e:
+            print(f"{h.where()}: docker: not checked ({e})")
+            continue
+        if ident not in seen:
+            seen.add(ident)
+            clean(url, everything=a.all, dry_run=a.dry_run)
 
 
 def cmd_hosts(a) -> int:
@@ -539,6 +582,9 @@ def parser() -> argparse.ArgumentParser:
                        "msdbench.run; images only with --images), emulated hosts' network namespaces and "
                        "links (msdb-<pid>-<start>-*), and guests' QEMU, taps and bridges (msdv*)")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
+    p.add_argument("--config", default=None,
+                   help="its ssh hosts are cleaned too: msdbench domains there whose harness is "
+                        "gone, and their engines (default: config/config.yaml when present)")
     p.add_argument("--all", action="store_true",
                    help="also remove the objects of runs that are still alive or belong to another machine")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")

@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the entry service's thrift-tcp listener binds this port and the TCP echo "
                          "reference the next one, so that a container can publish them (0: any)")
     ap.add_argument("--owner", default=None,
-                    help="the harness's owner tag (msdb-<pid>-<start>): labels this process")
+                    help="the harness's owner label (<host>:<pid>:<start>): labels this process, "
+                         "so that `msdbench clean` can tell whether its harness is gone")
     args = ap.parse_args(argv)
 
     stop = threading.Event()

@@ -570,3 +570,79 @@ def test_docker_clean_removes_what_a_sigkill_left(tmp_path, no_docker_leftovers,
     assert left["namespaces"][0] in r.stdout
     assert ours(tag) == {"namespaces": [], "links": []}
     assert objects_of(engine, proc.pid) == []
+
+
+def _ssh_home(tmp_path, remote, monkeypatch) -> None:
+    """A HOME whose ~/.ssh knows the remote host and its key: the SDK's ssh:// transport reads it."""
+    d, address = remote["dir"], remote["ns"].address
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text((d / "known_hosts").read_text())
+    (home / ".ssh/config").write_text(f"Host {address}\n  IdentityFile {d}/userkey\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+
+
+def test_docker_micro_cell_with_the_client_container_on_an_ssh_hosts_engine(
+        tmp_path, nothing_left, no_docker_leftovers, engine, image, remote, monkeypatch):
+    pytest.importorskip("paramiko", reason="ssh:// needs paramiko: pip install -e '.[docker-ssh]'")
+    _ssh_home(tmp_path, remote, monkeypatch)
+    logins = lambda: (remote["dir"] / "sshd.log").read_text().count("Accepted publickey")  # noqa: E731
+    before = logins()
+    m = plan(Cell("micro", "linux", "docker", "isolated", 5, 0), MICRO | far(remote))
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json",
+                    {"image": image["id"], "control_access": "ip"})
+    assert meta["status"] == "ok", meta.get("failure")
+    away = meta["backend_info"]["client_host"]
+    assert away["kind"] == "ssh" and away["engine"] == remote["entry"]["url"]
+    assert logins() > before, "the client's container was made through the host's sshd"
+    # That host's engine is this machine's own (its sshd shares our filesystem, so the engine's
+    # socket), its containers in this machine's network stack: recorded as such. The container's
+    # packets here do not cross the namespace link; on a real remote host they cross the wire.
+    assert away["same_engine_as_server"] is True
+    sock = meta["placement"]["client_driver"]["socket"]
+    # the entry service as published on this machine's address facing that host
+    assert sock["peer"].split(":")[0] == remote["ns"].local_address
+    assert all(a.startswith(remote["ns"].local_address + ":")
+               for a in away["entry_published"].values())
+
+
+def test_clean_kills_a_remote_domain_whose_harness_is_gone(tmp_path, remote):
+    """A domain on an ssh host that outlived its harness (no lifeline: its manifest from a file)
+    is killed by `msdbench clean --config`; one whose harness lives is kept."""
+    import socket
+
+    from msdbench.hosts.ssh import SshHost
+    from msdbench.lifetime import owner_label
+
+    dead_pid = subprocess.Popen(["true"])  # its pid: a harness that ended
+    dead_pid.wait()
+    dead = f"{socket.gethostname()}:{dead_pid.pid}:{int(time.time()) - 5}"
+    m = plan(Cell("micro", "linux", "process", "isolated", 2, 0), MICRO)
+    m.save(tmp_path / "m.yaml")
+    host = SshHost("far", remote["entry"])
+    host.check_spec()
+    for owner in (dead, owner_label()):
+        start = (f"setsid env PYTHONPATH={ROOT} {sys.executable} -m msdbench.domain --manifest "
+                 f"{tmp_path}/m.yaml --domain poll --bind {remote['ns'].address} --owner {owner} "
+                 "</dev/null >/dev/null 2>&1 &")
+        subprocess.run(host.ssh(["sh", "-c", start]), check=True, timeout=30)
+    _wait_for(lambda: len(_remote_domains(remote)) == 2, 30)
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config["hosts"]["far"] = remote["entry"]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    dry = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--dry-run", "--config",
+                          str(cfg)], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "would remove process" in dry.stdout and f"owner {dead}, gone" in dry.stdout, dry
+    assert len(_remote_domains(remote)) == 2
+    r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    assert f"owner {dead}, gone" in r.stdout and f"owner {owner_label()}: still running" in r.stdout
+    _wait_for(lambda: len(_remote_domains(remote)) == 1, 10)
+    assert owner_label() in _remote_domains(remote)[0]

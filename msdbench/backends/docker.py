@@ -29,7 +29,8 @@ One cell, one bring-up:
   trusted network). "auto" (the default, or $MSDBENCH_DOCKER_CONTROL) picks "ip" for a local socket and
   for ssh:// or tcp:// to this machine, "published" otherwise. The measured calls never leave the engine
   host: the client runs in a container too (deployment 1 inside the entry service's container,
-  deployment 2 in its own, on the same network).
+  deployment 2 in its own, on the same network). Deployment 5 puts the client's container on another
+  host and publishes the entry service to it: msdbench/backends/docker_hosts.py.
 
 Everything created carries the labels ``msdbench=1``, ``msdbench.run=<run id>`` and
 ``msdbench.owner=<hostname>:<pid>:<process start time>``. Teardown (after every cell, after a failure, on

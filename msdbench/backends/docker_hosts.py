@@ -46,6 +46,7 @@ class Away:
         self.network: str | None = None
         self.image: dict | None = None
         self.access: str | None = None
+        self.same_engine: bool | None = None  # ssh: that host's engine is the server side's own
         self.outside: dict[str, str] = {}  # "container:port" on the cell network -> published
 
     @classmethod
@@ -99,6 +100,10 @@ class Away:
         except docker_image.DockerUnavailable as e:
             raise HostUnavailable(f"{self.host.where()}: {self.host.field('docker_host')}: {e}") \
                 from None
+        # A "remote" engine that is this machine's own (e.g. an sshd in a namespace of this machine,
+        # as in CI): its containers live in this machine's network stack, so the client's packets
+        # do not cross that host's link. Recorded, so no number passes for a cross-host one.
+        self.same_engine = self.client.info().get("ID") == b.client().info().get("ID")
         self.image = b.image_on(self.client, self.docker_host)
         self.network = f"msdbench-{b.run_id}-{self.host.name}"
         self.client.networks.create(self.network, driver="bridge", check_duplicate=True,
@@ -155,6 +160,7 @@ class Away:
                 "network": (f"the host's namespace (held by {self.holder.name})" if self.holder
                             else self.network),
                 "control_access": self.access or "ip",
+                "same_engine_as_server": self.same_engine if self.host.kind == "ssh" else True,
                 "entry_published": dict(self.outside)}
 
     def close(self) -> None:

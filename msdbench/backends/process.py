@@ -21,7 +21,7 @@ from pathlib import Path
 from msdbench import scratch
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.idl import CONTROL_LINE
-from msdbench.lifetime import die_with_parent, exit_status, owner_tag
+from msdbench.lifetime import die_with_parent, exit_status, owner_label
 from msdbench.manifest import Manifest
 
 START_TIMEOUT_S = 30.0
@@ -47,7 +47,7 @@ class ProcessBackend(Backend):
         log = open(log_path, "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         args = ["-m", "msdbench.domain", "--manifest", "-", "--domain", domain,
-                "--bind", host.address, "--owner", owner_tag()]
+                "--bind", host.address, "--owner", owner_label()]
         proc = subprocess.Popen(
             host.command(args), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE, env=env,
             # No service outlives the cell that started it, even if the harness is SIGKILLed.

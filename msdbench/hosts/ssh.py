@@ -2,10 +2,12 @@
 
 Domains are started there with the system's `ssh` client (so ~/.ssh/config, keys and the agent
 apply; `options` adds arguments, e.g. ``[-i, /path/key]``), as
-``<python> -m msdbench.domain --manifest - ... --owner msdb-<pid>-<start>``: the manifest travels
-on stdin, and stdin stays open as the domain's lifeline. When the harness ends in any way (even
-SIGKILL: the ssh client dies with it), the connection closes, the remote stdin reaches EOF and the
-domain stops; `--owner` labels the remote process in `ps`.
+``<python> -m msdbench.domain --manifest - ... --owner <host>:<pid>:<start>``: the manifest
+travels on stdin, and stdin stays open as the domain's lifeline. When the harness ends in any way
+(even SIGKILL: the ssh client dies with it), the connection closes, the remote stdin reaches EOF
+and the domain stops; `--owner` (the harness's owner label: this machine's name, its pid and start
+time) labels the remote process in `ps`, and `msdbench clean` kills a domain there whose owner is
+gone but which did not stop (`clean`, through ``python -m msdbench.hosts.owned``).
 
 Bring-up checks, before anything starts, that the host answers and that msdbench there is the
 same version as here (the version and a hash of the measured code, `python -m
@@ -120,3 +122,37 @@ class SshHost(Host):
                 "kernel": r.get("kernel"), "cpu_model": r.get("cpu_model"),
                 "hostname": r.get("hostname"), "python": r.get("python"),
                 "msdbench": r.get("msdbench"), "link": None}
+
+    # -- leftovers -----------------------------------------------------------------------------
+    def clean(self, everything: bool = False, dry_run: bool = False, say=print) -> list[dict]:
+        """`msdbench clean` on this host: kill the msdbench domains there whose owner (a harness
+        on this machine) is gone; `everything`: every msdbench domain there. Returns them."""
+        from msdbench.lifetime import owner_label_alive
+
+        def run(args: list[str]) -> list[dict]:
+            r = subprocess.run(self.ssh([*self.python, "-m", "msdbench.hosts.owned", *args]),
+                               capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+                               stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                err = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+                raise HostUnavailable(f"{self.where()}: {err}")
+            return json.loads(r.stdout.strip().splitlines()[-1])
+
+        try:
+            found = run([])
+        except (HostUnavailable, subprocess.TimeoutExpired, ValueError) as e:
+            say(f"{self.where()}: not checked ({e})")
+            return []
+        dead = [d for d in found if everything or owner_label_alive(d["owner"]) is False]
+        for d in found:
+            if d not in dead:
+                say(f"kept    process {d['pid']} on {self.where()} (owner {d['owner']}: "
+                    + ("still running" if owner_label_alive(d["owner"]) else
+                       "not on this machine; --all removes it") + ")")
+        if dead and not dry_run:
+            killed = {d["pid"] for d in run(["--kill", *sorted({d["owner"] for d in dead})])}
+            dead = [d for d in dead if d["pid"] in killed]
+        for d in dead:
+            say(f"{'would remove' if dry_run else 'removed'} process {d['pid']} on "
+                f"{self.where()} (owner {d['owner']}, gone)")
+        return dead
