@@ -646,3 +646,23 @@ def test_clean_kills_a_remote_domain_whose_harness_is_gone(tmp_path, remote):
     assert f"owner {dead}, gone" in r.stdout and f"owner {owner_label()}: still running" in r.stdout
     _wait_for(lambda: len(_remote_domains(remote)) == 1, 10)
     assert owner_label() in _remote_domains(remote)[0]
+
+
+def test_docker_throughput_sweep_with_the_clients_container_in_a_namespace(
+        tmp_path, nothing_left, no_docker_leftovers, engine, image):
+    """The throughput study's docker sweeps on deployment 5: the clients' container on the
+    emulated host drives the load balancer through its published port."""
+    from msdbench.throughput import run_sweep
+
+    settings = {"pinning": "same-core", "workers": 2, "deadline_s": 120,
+                "throughput": {"mode": "closed", "clients": [1, 2], "pairs_per_client": 50,
+                               "warmup_pairs": 5, "point_deadline_s": 60}}
+    m = plan(Cell("throughput", "linux", "docker", "co-located", 5), settings | edge())
+    meta = run_sweep(m, tmp_path / "s.parquet", tmp_path / "s.json", {"image": image["id"]},
+                     workdir=tmp_path / "w", log=lambda _: None)
+    assert meta["status"] == "ok" and [p["status"] for p in meta["points"]] == ["ok", "ok"]
+    assert meta["points"][1]["completed"] == 2 * 2 * 50
+    (edge_,) = m.edges_from("client")
+    published = meta["backend_info"]["client_host"]["entry_published"]
+    assert edge_.address in published.values()
+    assert edge_.address.split(":")[0] == meta["hosts"]["edge1"]["link"]["local_address"]
