@@ -362,6 +362,7 @@ def _clean_ssh_hosts(a) -> None:
     except Exception as e:  # a config that does not load: say so, clean the rest anyway
         print(f"ssh hosts: not checked ({path}: {str(e).splitlines()[0]})")
         return
+
     def engine_id(url):
         engine = docker_image.connect(url, timeout=10)
         try:
