@@ -215,6 +215,7 @@ class DockerBackend(Backend):
     def before_hosts(self, manifest: Manifest, hosts) -> None:
         """The run's id and image; for a client on a netns host, the container whose network
         namespace that host becomes (docker_hosts.Away)."""
+        self.away = None
         client = self.client()
         self.run_id = uuid.uuid4().hex[:12]
         self.owner = owner_label()
