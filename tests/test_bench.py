@@ -21,6 +21,10 @@ def test_bench_measures_every_path_beside_the_c_echo(tmp_path):
     assert {("beps-linux create_user", 0), ("beps-specialized publish", 0)} <= paths
     if shutil.which("cc") or shutil.which("gcc"):
         assert ("c-echo", 0) in paths and "thrift-tcp/c-echo" in r.stdout
+        # create_user's route in C (3 threads over loopback TCP) costs more than one echo
+        by = {(row["path"], row["size"]): row["median_us"] for row in result["rows"]}
+        assert by[("c-chain (beps)", 0)] > by[("c-echo (beps)", 0)]
+        assert "(c-chain/c-echo)" in r.stdout
     else:
         assert any("c-echo" in n and "skipped" in n for n in result["notes"])
     assert all(row["median_us"] > 0 for row in result["rows"])
