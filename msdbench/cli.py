@@ -323,6 +323,9 @@ def cmd_clean(a) -> int:
     if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its namespace)
         from msdbench.vm.clean import clean as clean_vms
 
+        from msdbench.hosts import forward
+
+        forward.clean(everything=a.all, dry_run=a.dry_run)  # rules naming the links below
         clean_vms(everything=a.all, dry_run=a.dry_run)
         netns.clean(everything=a.all, dry_run=a.dry_run)
     found = sweep(dry_run=a.dry_run)
@@ -581,7 +584,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clean", help="remove what crashed runs left behind: work directories and "
                        "sockets in the temp dir, docker containers, networks and volumes (label "
                        "msdbench.run; images only with --images), emulated hosts' network namespaces and "
-                       "links (msdb-<pid>-<start>-*), and guests' QEMU, taps and bridges (msdv*)")
+                       "links (msdb-<pid>-<start>-*), guests' QEMU, taps and bridges (msdv*), and "
+                       "the iptables rules that forwarded between them (comment 'msdb-... forward')")
     p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
     p.add_argument("--config", default=None,
                    help="its ssh hosts are cleaned too: msdbench domains there whose harness is "

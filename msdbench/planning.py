@@ -161,10 +161,12 @@ def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
 
 
 # Where the server side may go instead of this machine (`deployments: {N: {server_host: NAME}}`):
-# the paper's server VM. Deployments 1 and 2 put every domain there (the client too); 3-5 would
-# need a second host to reach the guest across this machine (guest to guest, netns to guest),
-# whose forwarding is not built.
-SERVER_HOST_DEPLOYMENTS = (1, 2)
+# the paper's server VM. Deployments 1 and 2 put every domain there (the client too); in 3-5 the
+# client's host (its own guest, a namespace, a guest in a namespace) reaches the server's guest
+# through this machine, which forwards between the two (msdbench/hosts/forward.py).
+# The kinds of client host that reach a server guest through this machine (an ssh host would need
+# a route to the guest's private address on its side: not built).
+SERVER_VM_CLIENT_KINDS = ("vm", "netns")
 
 
 def server_host(cell: Cell, settings: dict) -> tuple[str, dict]:
@@ -176,12 +178,6 @@ def server_host(cell: Cell, settings: dict) -> tuple[str, dict]:
     if name == "local":
         return "local", {}
     field = f"deployments.{cell.deployment}.server_host"
-    if cell.deployment not in SERVER_HOST_DEPLOYMENTS:
-        raise PlanError(f"{field}: {name!r}; the server side in a VM runs on deployments "
-                        f"{' and '.join(map(str, SERVER_HOST_DEPLOYMENTS))} only (every domain in one "
-                        f"guest); deployment {cell.deployment} ({DEPLOYMENTS[cell.deployment]}) would "
-                        "need the client's host to reach the guest through this machine, not built: "
-                        "leave server_host out there (the server side then runs on this machine)")
     if cell.backend != "process":
         raise PlanError(f"{field}: {name!r} with backend {cell.backend!r}: domains in a VM are "
                         "started by the process backend only; use backend 'process'")
@@ -198,12 +194,26 @@ def server_host(cell: Cell, settings: dict) -> tuple[str, dict]:
         raise PlanError(f"{field}: {name!r} is kind {host.kind!r} on {spec.get('on', 'local')!r}; "
                         "the server side goes to a host of kind 'vm' on local: "
                         "`hosts: {NAME: {kind: vm, on: local}}`")
+    if cell.deployment in OTHER_HOST_DEPLOYMENTS:
+        client = settings.get("client_host")
+        if client == name:
+            raise PlanError(f"{field}: {name!r} is the client's host too; deployment "
+                            f"{cell.deployment} ({DEPLOYMENTS[cell.deployment]}) puts the client "
+                            "on a host of its own (every domain in one guest is deployment 2 "
+                            "with server_host)")
+        kind = host_entry(dict(hosts.get(client) or {})).get("kind")
+        if client and kind not in SERVER_VM_CLIENT_KINDS:
+            raise PlanError(f"{field}: {name!r} with client_host {client!r} of kind {kind!r}: the "
+                            "client reaches the server's guest through this machine, from a host "
+                            f"of kind {' or '.join(map(repr, SERVER_VM_CLIENT_KINDS))} only (an ssh "
+                            "host would need a route to the guest's private address: not built); "
+                            "leave server_host out there")
     return name, spec
 
 
 def plan(cell: Cell, settings: dict | None = None) -> Manifest:
     """The manifest of one cell. `settings` carries the run's knobs (pinning, workers, requests,
-    payload_mode, for deployments 3-5 `client_host`, for 1-2 optionally `server_host`, and their
+    payload_mode, for deployments 3-5 `client_host`, optionally `server_host`, and their
     `hosts` entries); they are copied into the manifest for the driver and the record."""
     settings = dict(settings or {})
     check_cell(cell)
@@ -251,8 +261,9 @@ def plan(cell: Cell, settings: dict | None = None) -> Manifest:
         hosts[chost] = dict(chost_spec)
         if hosts[chost].get("kind") == "vm":  # QEMU runs where the client would have run
             hosts[chost].setdefault("cpus", by_name["client"].cpus)
-    if shost != "local":  # QEMU runs where the domains would have run: every CPU they had
-        cpus = sorted({c for d in domains for c in _cpus(pinning, d.services == ["client"]) or []})
+    if shost != "local":  # QEMU runs where its domains would have run: every CPU they had
+        cpus = sorted({c for d in domains if d.host == shost
+                       for c in _cpus(pinning, d.services == ["client"]) or []})
         hosts[shost] = dict(shost_spec) | {"cpus": shost_spec.get("cpus", cpus or None)}
     if device:  # the board is a host (kind board); the link's settings go to the backend
         from msdbench.hosts.board import BoardHost

@@ -107,9 +107,9 @@ def test_paper_config_has_the_papers_sizes():
       "deployments": {5: {"client_host": "edge2"}}}, ["deployments.5.client_host", "'edge2'", "edge1"]),
     ({"deployments": {2: {"server_host": "vm7"}, 5: {"client_host": "edge1"}}},
      ["deployments.2.server_host", "'vm7'", "edge1"]),
-    ({"beps__deployments": [3], "hosts": {"vm0": {"kind": "vm"}, "vm1": {"kind": "vm"}, "edge1": {"kind": "netns"}},
-      "deployments": {3: {"client_host": "vm1", "server_host": "vm0"}, 5: {"client_host": "edge1"}}},
-     ["deployment 3", "deployments.3.server_host: 'vm0'", "deployments 1 and 2 only"]),
+    ({"beps__deployments": [3], "hosts": {"vm0": {"kind": "vm"}, "edge1": {"kind": "netns"}},
+      "deployments": {3: {"client_host": "vm0", "server_host": "vm0"}, 5: {"client_host": "edge1"}}},
+     ["deployment 3", "deployments.3.server_host: 'vm0' is the client's host too"]),
 ])
 def test_bad_config_names_field_and_allowed(changes, expect):
     with pytest.raises(ConfigError) as e:

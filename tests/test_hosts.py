@@ -197,6 +197,93 @@ def test_hosts_check_creates_and_removes_a_namespace(tmp_path, nothing_left):
     assert " ok " in local and "kernel Linux" in local
 
 
+# -- forwarding: two hosts on this machine reach each other through it -------------------------
+# (the path from the client's host to the server side's guest, `server_host` on deployments 3-5;
+# here between two namespaces, the same interfaces-and-rules without a guest's cost)
+
+ECHO = ("import socket, sys\n"
+        "s = socket.create_server((sys.argv[1], 0)); print(s.getsockname()[1], flush=True)\n"
+        "while True:\n"
+        "    c, _ = s.accept()\n"
+        "    c.sendall(c.recv(64)); c.close()\n")
+
+
+def forward_rules(tag: str | None = None) -> list[str]:
+    """This session's (or `tag`'s) forwarding rules, in every chain msdbench uses."""
+    from msdbench.hosts import forward
+
+    out = []
+    for c in forward.CHAINS:
+        out += [r for r in subprocess.run(["iptables", "-S", c], capture_output=True, text=True)
+                .stdout.splitlines() if f"{tag or owner_tag()} forward" in r]
+    return out
+
+
+def _reaches(netns: str, address: str, port: int) -> bool:
+    code = ("import socket, sys\n"
+            "try:\n"
+            "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+            "    c.sendall(b'ping'); sys.exit(0 if c.recv(64) == b'ping' else 1)\n"
+            "except OSError:\n"
+            "    sys.exit(1)\n")
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, address,
+                           str(port)], timeout=30).returncode == 0
+
+
+def _drops_forwarded() -> bool:
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    return "-P FORWARD DROP" in rules
+
+
+def test_two_hosts_on_this_machine_reach_each_other_through_its_forwarding(nothing_left):
+    from msdbench.hosts.forward import Forwarding
+
+    a, b = NetnsHost("fwda", {}), NetnsHost("fwdb", {})
+    server = fwd = None
+    try:
+        a.up()
+        b.up()
+        server = subprocess.Popen(["ip", "netns", "exec", b.netns, sys.executable, "-c", ECHO,
+                                   b.address], stdout=subprocess.PIPE, text=True)
+        port = int(server.stdout.readline())
+        if _drops_forwarded():  # Docker's FORWARD policy: a's packets to b are dropped here
+            assert not _reaches(a.netns, b.address, port)
+        fwd = Forwarding(a.local_device(), b.local_device()).open()
+        assert len(forward_rules()) == 2 and fwd.facts()["accept_rules"] == 2
+        assert _reaches(a.netns, b.address, port)
+        fwd.close()
+        assert forward_rules() == []
+    finally:
+        if fwd is not None:
+            fwd.close()
+        if server is not None:
+            server.kill()
+            server.wait()
+        a.down()
+        b.down()
+    assert forward_rules() == []
+
+
+def test_clean_removes_the_forwarding_rules_a_sigkill_left(no_leftovers):
+    code = ("from msdbench.hosts.forward import Forwarding\n"
+            "Forwarding('msdb-gone-a', 'msdb-gone-b').open(); print('up', flush=True)\n"
+            "import time; time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    tag = owner_tag(proc.pid)
+    assert proc.stdout.readline().strip() == "up"
+    assert len(forward_rules(tag)) == 2
+    proc.kill()
+    proc.wait()
+    r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--dry-run"], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "would remove iptables rule" in r.stdout and tag in r.stdout, r.stdout + r.stderr
+    assert len(forward_rules(tag)) == 2, "--dry-run removes nothing"
+    r = subprocess.run([sys.executable, "-m", "msdbench", "clean"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert forward_rules(tag) == [], r.stdout + r.stderr
+
+
 # -- ssh: a real remote host (an sshd in the test's own namespace) -----------------------------
 
 @pytest.fixture

@@ -108,9 +108,34 @@ def test_server_host_puts_every_domain_in_one_guest(deployment, pinning, qemu_cp
     assert m.hosts["vm0"] == {"kind": "vm", "on": "local", "cpus": qemu_cpus.get(deployment)}
 
 
+@pytest.mark.parametrize("deployment,client,pinning,server_cpus,client_cpus", [
+    (3, VM1, "same-core", [0], [0]), (3, VM1, "split", [1], [0]), (3, VM1, "none", None, None),
+    (4, VM2, "split", [1], [0]),
+    (5, {"client_host": "edge1", "hosts": {"edge1": {"kind": "netns"}}}, "split", [1], [0]),
+])
+def test_server_host_with_the_client_on_a_host_of_its_own(deployment, client, pinning, server_cpus,
+                                                          client_cpus):
+    """The paper's layout of deployments 3-5: the server side's domains in the server's guest, the
+    client on its own host; each QEMU gets the CPUs its domains would have had on the bare host."""
+    settings = VM0 | client | {"hosts": VM0["hosts"] | client["hosts"], "pinning": pinning}
+    m = plan(Cell("beps", "linux", "process", "tiered", deployment), settings)
+    assert {d.host for d in m.server_domains()} == {"vm0"}
+    assert m.client_domain().host == client["client_host"] and m.client_domain().cpus == client_cpus
+    assert m.hosts["vm0"]["cpus"] == server_cpus and "local" in m.hosts
+    if deployment in (3, 4):
+        assert m.hosts[client["client_host"]]["cpus"] == client_cpus
+    (edge,) = m.edges_from("client")
+    assert edge.transport == "thrift-tcp"
+
+
+SSH = {"client_host": "nuc2", "hosts": {"nuc2": {"kind": "ssh", "url": "ssh://b@nuc2"}}}
+
+
 @pytest.mark.parametrize("cell,settings,match", [
-    (Cell("beps", "linux", "process", "tiered", 3), VM0 | VM1 | {"hosts": VM0["hosts"] | VM1["hosts"]},
-     r"deployments.3.server_host: 'vm0'; .*deployments 1 and 2 only"),
+    (Cell("beps", "linux", "process", "tiered", 3), VM0 | {"client_host": "vm0"},
+     r"deployments.3.server_host: 'vm0' is the client's host too; .*deployment 2"),
+    (Cell("beps", "linux", "process", "tiered", 5), VM0 | SSH | {"hosts": VM0["hosts"] | SSH["hosts"]},
+     r"deployments.5.server_host: 'vm0' with client_host 'nuc2' of kind 'ssh'.*'vm' or 'netns' only"),
     (Cell("beps", "linux", "docker", "tiered", 2), VM0, r"deployments.2.server_host: 'vm0' with backend 'docker'"),
     (Cell("beps", "linux", "process", "tiered", 2), {"server_host": "vm9", "hosts": {}},
      r"deployments.2.server_host: 'vm9' is not a host"),

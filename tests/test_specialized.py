@@ -360,3 +360,29 @@ def test_ratios_say_where_the_server_side_ran_and_never_pool_two_layouts():
     iso = iso[iso["comparison"] == "isolation"].set_index("server")
     assert sorted(iso.index) == ["VM (TCG, emulated)", "this machine (bare)"]
     assert iso.loc["this machine (bare)", "ratio"] == 2.0 and iso.loc["VM (TCG, emulated)", "ratio"] == 5.0
+
+
+def test_deployment_3_with_a_server_vm_is_compared_with_d2_of_that_layout_only():
+    """d3 with `server_host` (server side in one guest, client in another) over d2 with the same
+    server guest; a d3 whose server side ran bare pairs with the bare d2. Labels say both hosts."""
+    from msdbench.figures import placement
+    from msdbench.figures.ratios import ratios
+
+    def row(dep, mean, server_vm, client):
+        server = ({"server_host": "vm0", "server_host_kind": "vm", "server_accel": "tcg"} if server_vm
+                  else {"server_host": "local", "server_host_kind": "local", "server_accel": None})
+        kind = {"local": "local", "vm0": "vm", "vm1": "vm"}[client]
+        return (_row("beps", "linux", "tiered", dep, mean, "publish")
+                | server | {"client_host": client, "client_host_kind": kind,
+                            "client_accel": "tcg" if kind == "vm" else None})
+
+    beps = pd.DataFrame([row(2, 10.0, False, "local"), row(3, 40.0, False, "vm1"),
+                         row(2, 100.0, True, "vm0"), row(3, 300.0, True, "vm1")])
+    dep = ratios(beps=beps)
+    dep = dep[dep["comparison"] == "deployment"].set_index("server")
+    assert dep.loc["this machine (bare)", "ratio"] == 4.0 and dep.loc["VM (TCG, emulated)", "ratio"] == 3.0
+    assert dep.loc["VM (TCG, emulated)", "denominator_mean_us"] == 100.0
+    labels = dict(zip(zip(beps["deployment"], beps["server_host"]), placement(beps)))
+    assert labels == {(2, "local"): "d2", (3, "local"): "d3 (VM (TCG, emulated))",
+                      (2, "vm0"): "d2 (VM (TCG, emulated))",
+                      (3, "vm0"): "d3 (VM (TCG, emulated)); server: VM (TCG, emulated)"}

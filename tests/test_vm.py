@@ -1,8 +1,10 @@
 """The vm host kind (deployments 3 and 4): a real QEMU guest built from Debian packages, restored
 from its snapshot (TCG where KVM does not really run a guest), running the client's domain against
-real services on this machine over a tap on a bridge. Faults: the guest killed mid-cell, a guest
-that never answers, a harness killed with SIGKILL. Nothing left behind: no QEMU, no tap or bridge,
-no state directory. Needs root and qemu-system-x86; skipped, with the reason, without them.
+real services on this machine over a tap on a bridge (and, `server_host`, the server side in a
+guest of its own, reached through this machine). Faults: the guest killed mid-cell, a guest
+that never answers, a harness killed with SIGKILL. Nothing left behind: no QEMU, no tap or
+bridge, no state directory, no forwarding rule. Needs root and qemu-system-x86; skipped, with the
+reason, without them.
 
 The first test here pays for the image (~2-3 min cold, cached after) and the snapshot (one boot,
 ~1 min under TCG); each cell after that restores the snapshot in seconds.
@@ -49,7 +51,9 @@ def vm_objects() -> dict:
     mine = owner_tag()  # this session's namespaces (other runs on the machine have their own)
     spaces = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
               .stdout.split() if n.startswith(mine + "-")}
-    return {"qemu": qemus, "links": links, "states": states, "namespaces": spaces}
+    rules = {r for c in ("DOCKER-USER", "FORWARD") for r in subprocess.run(
+        ["iptables", "-S", c], capture_output=True, text=True).stdout.splitlines() if "msdb-" in r}
+    return {"qemu": qemus, "links": links, "states": states, "namespaces": spaces, "rules": rules}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def nothing_left(no_leftovers):
     deadline = time.monotonic() + 10
     while any(new().values()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert new() == {"qemu": [], "links": [], "states": [], "namespaces": []}
+    assert new() == {"qemu": [], "links": [], "states": [], "namespaces": [], "rules": []}
 
 
 def test_micro_cell_with_the_client_in_a_guest(image, tmp_path, nothing_left):
@@ -129,6 +133,34 @@ def test_micro_cell_with_the_server_side_in_a_guest(image, tmp_path, nothing_lef
     row = cell_rows(tmp_path / "c.json")[0]
     assert (row["server_host"], row["server_host_kind"], row["server_accel"]) == ("vm0", "vm", image["accel"])
     assert (row["client_host"], row["client_host_kind"]) == ("vm0", "vm")
+
+
+def test_micro_cell_with_the_server_side_and_the_client_in_two_guests(image, tmp_path, nothing_left):
+    """The paper's layout of deployment 3 (`deployments: {3: {server_host: vm0, client_host: vm1}}`):
+    the poll service's domain in one guest, the client's in another; the client's calls go from
+    its guest's tap through this machine (routed between the two bridges, forwarded by two
+    labelled ACCEPT rules) into the server's guest."""
+    from msdbench.summary import cell_rows
+
+    two = {"server_host": "vm0", "client_host": "vm1",
+           "hosts": {"vm0": {"kind": "vm", "on": "local"}, "vm1": {"kind": "vm", "on": "local"}}}
+    m = plan(Cell("micro", "linux", "process", "isolated", 3, 0), MICRO | two)
+    assert {d.host for d in m.server_domains()} == {"vm0"} and m.client_domain().host == "vm1"
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok"
+    df = pd.read_parquet(tmp_path / "c.parquet")
+    assert len(df[df["op"] == "poll"]) == 350
+    server, client = meta["hosts"]["vm0"], meta["hosts"]["vm1"]
+    assert server["accel"] == client["accel"] == image["accel"] and "local" not in meta["hosts"]
+    # The client's socket: its own guest's address to the server guest's, across this machine.
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == client["address"] != server["address"]
+    assert sock["peer"].split(":")[0] == server["address"]
+    (fwd,) = server["forwarding"]
+    assert fwd["peer"] == "vm1" and sorted(fwd["between"]) == sorted(
+        [f"{server['vm']['id']}b", f"{client['vm']['id']}b"])
+    row = cell_rows(tmp_path / "c.json")[0]
+    assert (row["server_host"], row["server_host_kind"], row["client_host"]) == ("vm0", "vm", "vm1")
 
 
 def test_beps_cell_with_the_client_in_a_guest_passes_its_check(image, tmp_path, nothing_left):

@@ -29,7 +29,10 @@ At bring-up `HostSet` brings every named host up (the other hosts first, then `l
 address is the one the others reach it at), writes each resolved address into
 ``manifest.hosts[name]["address"]``, and takes them all down again at teardown (after every domain
 has stopped; also after a failure, Ctrl-C and SIGTERM). `facts()` is what a cell's metadata
-records per host: kind, address, kernel, CPU model, link shaping.
+records per host: kind, address, kernel, CPU model, link shaping. Two hosts that both hang off
+this machine (the server side's guest and the client's guest or namespace: `server_host` on
+deployments 3-5) reach each other through it: `HostSet` opens the forwarding between their
+interfaces here (msdbench/hosts/forward.py) once both are up, and closes it first at teardown.
 
 A host kind is one subclass of `Host` registered in `KINDS` (a `vm` kind is just one more)::
 
@@ -43,6 +46,8 @@ A host kind is one subclass of `Host` registered in `KINDS` (a `vm` kind is just
         def down(self)                  # undo up(); idempotent; never raises
         def command(self, args) -> list # argv that runs `python <args>` on the host
         def facts(self) -> dict         # kernel, cpu_model, python, msdbench version, link ...
+        def local_device(self)          # the interface of this machine it is reached through
+                                        #   (a guest's bridge, a namespace's veth), or None
 
 Everything a host kind creates is named ``msdb-<owner>...`` (`owner_tag()`: the harness's pid and
 start time), so that `msdbench clean` can tell a dead run's leftovers from a live run's.
@@ -97,6 +102,9 @@ class Host:
 
     def facts(self) -> dict:
         return {"kind": self.kind, "address": self.address}
+
+    def local_device(self) -> str | None:
+        return None
 
 
 def _kinds() -> dict[str, type[Host]]:
@@ -176,6 +184,8 @@ class HostSet:
             specs.setdefault(name, {"kind": "local"} if name == "local" else None)
         self.hosts = {name: make_host(name, specs[name]) for name in sorted(used)}
         self._up: list[Host] = []
+        self.forwarding: dict[tuple[str, str], "Forwarding"] = {}  # open now
+        self.joined: dict[tuple[str, str], dict] = {}  # what was opened (facts outlive teardown)
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
@@ -190,14 +200,36 @@ class HostSet:
                     h.address = source_address(others[0].address) if others else "127.0.0.1"
                 h.up()
                 self.manifest.hosts[h.name] = dict(h.spec, kind=h.kind, address=h.address)
+            self._join()
         except BaseException:
             self.down()
             raise
         return self
 
+    def _join(self) -> None:
+        """Every two hosts hanging off this machine reach each other through it."""
+        from msdbench.hosts.forward import ForwardError, Forwarding
+
+        devices = {n: h.local_device() for n, h in self.hosts.items() if h.kind != "local"}
+        names = sorted(n for n, d in devices.items() if d)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                fwd = self.forwarding[(a, b)] = Forwarding(devices[a], devices[b])
+                try:
+                    fwd.open(self.hosts[a].owner)
+                except ForwardError as e:
+                    raise HostUnavailable(f"hosts {a!r} and {b!r}: {e}") from None
+                self.joined[(a, b)] = fwd.facts()
+
     def down(self) -> None:
+        while self.forwarding:
+            self.forwarding.popitem()[1].close()
         while self._up:
             self._up.pop().down()
 
     def facts(self) -> dict:
-        return {name: h.facts() for name, h in self.hosts.items()}
+        out = {name: h.facts() for name, h in self.hosts.items()}
+        for (a, b), fwd in self.joined.items():
+            out[a].setdefault("forwarding", []).append(fwd | {"peer": b})
+            out[b].setdefault("forwarding", []).append(fwd | {"peer": a})
+        return out

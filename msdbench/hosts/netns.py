@@ -180,6 +180,9 @@ class NetnsHost(Host):
     def command(self, args: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, sys.executable, *args]
 
+    def local_device(self) -> str:
+        return self.link  # this machine's end of the veth
+
     def facts(self) -> dict:
         from msdbench.hosts.facts import facts
 

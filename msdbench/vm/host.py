@@ -163,6 +163,12 @@ class VmHost(Host):
         return [sys.executable, "-m", "msdbench.vm.relay", self.address, uuid.uuid4().hex[:12],
                 "--", "python", *args]
 
+    def local_device(self) -> str | None:
+        """The guest's bridge here; on a netns host, that host's veth (the namespace routes)."""
+        if self.parent is not None:
+            return self.parent.local_device()
+        return self.guest.link.bridge if self.guest is not None and self.guest.link else None
+
     def facts(self) -> dict:
         out = {"kind": self.kind, "address": self.address, "on": self.spec.get("on", "local")}
         if self.guest is not None:
