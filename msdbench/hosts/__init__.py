@@ -220,6 +220,9 @@ class HostSet:
                 except ForwardError as e:
                     raise HostUnavailable(f"hosts {a!r} and {b!r}: {e}") from None
                 self.joined[(a, b)] = fwd.facts()
+                for one, other in ((a, b), (b, a)):  # a VM's watchdog cuts both (msdbench/vm/host.py)
+                    if hasattr(self.hosts[one], "peers"):
+                        self.hosts[one].peers.append(self.hosts[other].address)
 
     def down(self) -> None:
         while self.forwarding:

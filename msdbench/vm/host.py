@@ -15,8 +15,9 @@ the state directory; on a VM host `on` a netns host, that host is brought up fir
 down last (by this host: it is the VM's, not the cell's).
 
 If QEMU ends while the cell runs (killed, crashed), a watchdog cuts this process's connections
-into the guest at once, so the waiting call fails now, naming the VM, instead of after TCP's
-retransmission timeout.
+into the guest (and into the cell's other host behind this machine, `peers`: the client's guest
+that waits on a dead server guest) at once, so the waiting call fails now, naming the VM, instead
+of after TCP's retransmission timeout.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class VmHost(Host):
         self._stopping = threading.Event()
         self._work: Path | None = None
         self.accel_verdict: dict = {}
+        self.peers: list[str] = []  # addresses of the cell's other hosts behind this machine
         self.parent_facts: dict = {}
 
     def check_spec(self) -> None:
@@ -139,7 +141,10 @@ class VmHost(Host):
 
         self.died = exit_status(rc)
         _say(f"msdbench: {self.where()}: QEMU ended while the cell ran")
-        cut_connections(self.guest.link.guest_ip)
+        # Also the connections to the cell's other guest (the server's guest died: the client's
+        # guest waits on it, and the harness on the client): the waiting call ends now.
+        for ip in (self.guest.link.guest_ip, *self.peers):
+            cut_connections(ip)
 
     def down(self) -> None:
         self._stopping.set()
