@@ -163,6 +163,23 @@ def test_micro_cell_with_the_server_side_and_the_client_in_two_guests(image, tmp
     assert (row["server_host"], row["server_host_kind"], row["client_host"]) == ("vm0", "vm", "vm1")
 
 
+def test_micro_cell_with_the_server_side_in_a_guest_and_the_client_on_an_emulated_host(
+        image, tmp_path, nothing_left):
+    """Deployment 5 with `server_host`: the client bare in a namespace, the server side in a guest;
+    the calls go from the namespace's veth through this machine into the guest's bridge."""
+    layout = {"server_host": "vm0", "client_host": "edge1",
+              "hosts": {"vm0": {"kind": "vm", "on": "local"}, "edge1": {"kind": "netns"}}}
+    m = plan(Cell("micro", "specialized", "process", "isolated", 5, 0), MICRO | layout)
+    meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
+    assert meta["status"] == "ok"
+    server, edge = meta["hosts"]["vm0"], meta["hosts"]["edge1"]
+    sock = meta["placement"]["client_driver"]["socket"]
+    assert sock["local"].split(":")[0] == edge["address"]
+    assert sock["peer"].split(":")[0] == server["address"]
+    (fwd,) = edge["forwarding"]
+    assert sorted(fwd["between"]) == sorted([edge["link"]["device"], f"{server['vm']['id']}b"])
+
+
 def test_beps_cell_with_the_client_in_a_guest_passes_its_check(image, tmp_path, nothing_left):
     m = plan(Cell("beps", "specialized", "process", "tiered", 3), BEPS | VM1)
     meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w")
