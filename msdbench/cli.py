@@ -321,9 +321,8 @@ def cmd_clean(a) -> int:
     from msdbench.scratch import sweep
 
     if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its namespace)
-        from msdbench.vm.clean import clean as clean_vms
-
         from msdbench.hosts import forward
+        from msdbench.vm.clean import clean as clean_vms
 
         forward.clean(everything=a.all, dry_run=a.dry_run)  # rules naming the links below
         clean_vms(everything=a.all, dry_run=a.dry_run)

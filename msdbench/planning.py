@@ -163,9 +163,9 @@ def client_host(cell: Cell, settings: dict) -> tuple[str, dict]:
 # Where the server side may go instead of this machine (`deployments: {N: {server_host: NAME}}`):
 # the paper's server VM. Deployments 1 and 2 put every domain there (the client too); in 3-5 the
 # client's host (its own guest, a namespace, a guest in a namespace) reaches the server's guest
-# through this machine, which forwards between the two (msdbench/hosts/forward.py).
-# The kinds of client host that reach a server guest through this machine (an ssh host would need
-# a route to the guest's private address on its side: not built).
+# through this machine, which forwards between the two (msdbench/hosts/forward.py): so the client's
+# host must be one of this machine's (an ssh host would need a route to the guest's private
+# address on its side: not built).
 SERVER_VM_CLIENT_KINDS = ("vm", "netns")
 
 
