@@ -320,18 +320,21 @@ def cmd_clean(a) -> int:
     from msdbench.hosts import netns
     from msdbench.scratch import sweep
 
-    if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its namespace)
-        from msdbench.hosts import forward
-        from msdbench.vm.clean import clean as clean_vms
+    # An engine named with --docker-host is the one thing cleaned: `--all` there must not reach
+    # this machine's live namespaces, guests and rules (another run's, or a benchmark's).
+    if not a.docker_host:
+        if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its netns)
+            from msdbench.hosts import forward
+            from msdbench.vm.clean import clean as clean_vms
 
-        forward.clean(everything=a.all, dry_run=a.dry_run)  # rules naming the links below
-        clean_vms(everything=a.all, dry_run=a.dry_run)
-        netns.clean(everything=a.all, dry_run=a.dry_run)
-    found = sweep(dry_run=a.dry_run)
-    for path in found:
-        print(f"{'would remove' if a.dry_run else 'removed'} {path} (its owner process is gone)")
-    if not found:
-        print("no work directories or sockets of dead msdbench runs in the temp directory")
+            forward.clean(everything=a.all, dry_run=a.dry_run)  # rules naming the links below
+            clean_vms(everything=a.all, dry_run=a.dry_run)
+            netns.clean(everything=a.all, dry_run=a.dry_run)
+        found = sweep(dry_run=a.dry_run)
+        for path in found:
+            print(f"{'would remove' if a.dry_run else 'removed'} {path} (its owner process is gone)")
+        if not found:
+            print("no work directories or sockets of dead msdbench runs in the temp directory")
     try:
         clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
         if a.images:  # every code change builds a new ~250 MB image; nothing else prunes them
@@ -344,7 +347,8 @@ def cmd_clean(a) -> int:
             print(f"msdbench: error: {e}", file=sys.stderr)
             return 2
         print(f"docker: not checked ({e})")
-    _clean_ssh_hosts(a)
+    if not a.docker_host:
+        _clean_ssh_hosts(a)
     return 0
 
 
@@ -585,7 +589,9 @@ def parser() -> argparse.ArgumentParser:
                        "msdbench.run; images only with --images), emulated hosts' network namespaces and "
                        "links (msdb-<pid>-<start>-*), guests' QEMU, taps and bridges (msdv*), and "
                        "the iptables rules that forwarded between them (comment 'msdb-... forward')")
-    p.add_argument("--docker-host", help="engine URL (default: $DOCKER_HOST or the local socket)")
+    p.add_argument("--docker-host", help="clean only this engine (URL). Without it: the local engine "
+                   "($DOCKER_HOST or its socket), and this machine's namespaces, guests, forwarding "
+                   "rules and temp files, and the config's ssh hosts")
     p.add_argument("--config", default=None,
                    help="its ssh hosts are cleaned too: msdbench domains there whose harness is "
                         "gone, and their engines (default: config/config.yaml when present)")

@@ -179,6 +179,26 @@ def test_clean_removes_what_a_sigkill_left(tmp_path, no_leftovers):
     assert ours(tag) == {"namespaces": [], "links": []}
 
 
+def test_clean_all_with_a_docker_host_touches_only_that_engine(nothing_left):
+    """`clean --all --docker-host URL` names one engine: this machine's live namespaces (another
+    run's, a benchmark's) stay, where a plain `clean --all` would take them."""
+    host = NetnsHost("keep", {"kind": "netns"})
+    host.up()
+    try:
+        mine = ours(host.owner)["namespaces"]
+        assert mine, "the namespace is up"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--all", "--docker-host",
+                            "tcp://127.0.0.1:9"], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 2 and "127.0.0.1:9" in r.stderr, r  # that engine is not there
+        assert ours(host.owner)["namespaces"] == mine, "a namespace was removed: " + r.stdout
+        r = subprocess.run([sys.executable, "-m", "msdbench", "clean", "--all", "--dry-run"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert mine[0] in r.stdout, "without --docker-host, --all does reach it"
+    finally:
+        host.down()
+
+
 def test_hosts_check_creates_and_removes_a_namespace(tmp_path, nothing_left):
     cfg = tmp_path / "config.yaml"
     cfg.write_text((ROOT / "config/config.yaml").read_text()
