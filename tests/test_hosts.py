@@ -449,13 +449,7 @@ def test_docker_backend_with_the_ssh_hosts_engine(tmp_path, nothing_left, engine
 
     from conftest import copy_project
 
-    d, address = remote["dir"], remote["ns"].address
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh/known_hosts").write_text((d / "known_hosts").read_text())
-    (home / ".ssh/config").write_text(f"Host {address}\n  IdentityFile {d}/userkey\n")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    _ssh_home(tmp_path, remote, monkeypatch)
     image = docker_image.ensure_image(copy_project(tmp_path / "proj"))
     url = remote["entry"]["url"]
     m = plan(Cell("micro", "linux", "docker", "isolated", 2, 0), MICRO)
