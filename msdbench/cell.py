@@ -235,7 +235,17 @@ def _our_cpu_s(dep) -> float | None:
     if not stats or any("error" in s for s in stats.values()):
         return None
     t = os.times()
-    return sum(s["user_s"] + s["system_s"] for s in stats.values()) + t.user + t.system
+    total, seen = t.user + t.system, set()
+    hosts = getattr(dep, "hosts", None)
+    for name, s in stats.items():
+        where = dep.manifest.domain(name).host
+        host_s = hosts[where].cpu_s() if hosts is not None and where in hosts.hosts else None
+        if host_s is None:
+            total += s["user_s"] + s["system_s"]
+        elif where not in seen:  # a guest: what QEMU used here, once for all its domains
+            seen.add(where)
+            total += host_s
+    return total
 
 
 def run_cell(manifest: Manifest, raw_path: str | Path, meta_path: str | Path,

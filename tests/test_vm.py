@@ -135,6 +135,28 @@ def test_micro_cell_with_the_server_side_in_a_guest(image, tmp_path, nothing_lef
     assert (row["client_host"], row["client_host_kind"]) == ("vm0", "vm")
 
 
+def test_other_work_beside_a_guest_counts_as_unaccounted(image, tmp_path, nothing_left):
+    """A busy loop on the guest's CPU during the measurement: the repetition's host load shows it
+    (ours is what QEMU used here, not the guest's own count, which absorbs the loop's share)."""
+    vm0 = {"server_host": "vm0", "hosts": {"vm0": {"kind": "vm", "on": "local"}}}
+    m = plan(Cell("micro", "linux", "process", "isolated", 2, 0), MICRO | {"requests": 2000} | vm0)
+    busy = []
+
+    def start_busy(dep):
+        busy.append(subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"]))
+
+    try:
+        meta = run_cell(m, tmp_path / "c.parquet", tmp_path / "c.json", workdir=tmp_path / "w",
+                        on_up=start_busy)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert meta["status"] == "ok" and busy
+    host = meta["repetitions"][0]["host"]
+    assert host["unaccounted_util"] >= 0.25, host
+
+
 def test_micro_cell_with_the_server_side_and_the_client_in_two_guests(image, tmp_path, nothing_left):
     """The paper's layout of deployment 3 (`deployments: {3: {server_host: vm0, client_host: vm1}}`):
     the poll service's domain in one guest, the client's in another; the client's calls go from

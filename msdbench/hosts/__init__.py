@@ -48,6 +48,8 @@ A host kind is one subclass of `Host` registered in `KINDS` (a `vm` kind is just
         def facts(self) -> dict         # kernel, cpu_model, python, msdbench version, link ...
         def local_device(self)          # the interface of this machine it is reached through
                                         #   (a guest's bridge, a namespace's veth), or None
+        def cpu_s(self)                 # CPU seconds this machine spent running the host (a
+                                        #   guest's QEMU), or None: its domains' own count
 
 Everything a host kind creates is named ``msdb-<owner>...`` (`owner_tag()`: the harness's pid and
 start time), so that `msdbench clean` can tell a dead run's leftovers from a live run's.
@@ -104,6 +106,9 @@ class Host:
         return {"kind": self.kind, "address": self.address}
 
     def local_device(self) -> str | None:
+        return None
+
+    def cpu_s(self) -> float | None:
         return None
 
 

@@ -174,6 +174,19 @@ class VmHost(Host):
             return self.parent.local_device()
         return self.guest.link.bridge if self.guest is not None and self.guest.link else None
 
+    def cpu_s(self) -> float | None:
+        """QEMU's CPU time here (vCPU and its own threads). Not the guest's own count: a guest
+        clock charges a descheduled vCPU's gap to whatever ran in it, so other work on this
+        machine would look like the guest's (and a disturbed repetition like a quiet one)."""
+        proc = self.guest.proc if self.guest is not None else None
+        if proc is None or proc.poll() is not None:
+            return None
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def facts(self) -> dict:
         out = {"kind": self.kind, "address": self.address, "on": self.spec.get("on", "local")}
         if self.guest is not None:
