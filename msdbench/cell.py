@@ -239,10 +239,12 @@ def _our_cpu_s(dep) -> float | None:
     hosts = getattr(dep, "hosts", None)
     for name, s in stats.items():
         where = dep.manifest.domain(name).host
+        if where in seen:  # a guest already counted, with all its domains
+            continue
         host_s = hosts[where].cpu_s() if hosts is not None and where in hosts.hosts else None
         if host_s is None:
             total += s["user_s"] + s["system_s"]
-        elif where not in seen:  # a guest: what QEMU used here, once for all its domains
+        else:  # a guest: what its QEMU used here
             seen.add(where)
             total += host_s
     return total

@@ -376,15 +376,16 @@ def _clean_ssh_hosts(a) -> None:
         finally:
             engine.close()
 
-    seen = set()
-    for h in (h for h in hosts.values() if h.kind == "ssh"):
-        h.clean(everything=a.all, dry_run=a.dry_run)
-        url = h.spec.get("docker_host") or h.spec["url"]
-        try:  # its engine, unless it is one already cleaned (e.g. this machine's own)
-            if not seen:
-                seen.add(engine_id(a.docker_host))
+    ssh_hosts = [h for h in hosts.values() if h.kind == "ssh"]
+    seen = set()  # engines cleaned already: this machine's own (above), then each host's
+    if ssh_hosts:
+        try:
+            seen.add(engine_id(a.docker_host))
         except docker_image.DockerUnavailable:
             seen.add(None)
+    for h in ssh_hosts:
+        h.clean(everything=a.all, dry_run=a.dry_run)
+        url = h.spec.get("docker_host") or h.spec["url"]
         try:
             ident = engine_id(url)
         except docker_image.DockerUnavailable as e:

@@ -151,6 +151,16 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def remove_globs(root: Path, patterns: Iterable[str]) -> None:
+    """Delete what matches each glob under root (docs, caches, apt lists an image does not need)."""
+    for pattern in patterns:
+        for path in root.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
 def _remove_tree(path: Path) -> None:
     _unmount_under(path)
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], stderr=subprocess.DEVNULL)
@@ -186,12 +196,7 @@ def build_base_image(client, log: Log = print) -> str:
             log,
             "removing setuptools from the venv",
         )
-        for pattern in BASE_CLEANUP:
-            for path in rootfs.glob(pattern):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
+        remove_globs(rootfs, BASE_CLEANUP)
         log(f"base image {base_tag}: rootfs ready in {time.monotonic() - started:.1f} s, importing")
         tarball = work / "rootfs.tar"
         _run(

@@ -108,10 +108,11 @@ def placement(rows: pd.DataFrame) -> pd.Series:
 
 
 def by_placement(rows: pd.DataFrame) -> list[str]:
-    """The placements present, in deployment order."""
+    """The placements present in rows' `placement` column (made by `placement`), in deployment
+    order."""
     if rows.empty:
         return []
-    firsts = rows.assign(_p=placement(rows)).groupby("_p")["deployment"].min()
+    firsts = rows.groupby("placement")["deployment"].min()
     return sorted(firsts.index, key=lambda p: (firsts[p], p))
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from msdbench.backends.docker_build import (ImageBuildError, _apt_mirror, _build_lock, _cache_dir,
                                             _no_build_isolation, _remove_tree, _run, _wheelhouse,
-                                            debootstrap)
+                                            debootstrap, remove_globs)
 from msdbench.backends.docker_recipe import (GLIBC, PYTHON_VERSION, SUITE, Log, _deb_arch,
                                              _host_machine, _requirements, _sha, _snapshot)
 
@@ -154,12 +154,7 @@ def _build_base(dest: Path, requirements: list[str], log: Log) -> dict:
         init.write_text(INIT_STUB)
         init.chmod(0o755)
         (root / GUEST_PROJECT.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        for pattern in CLEANUP:
-            for path in root.glob(pattern):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
+        remove_globs(root, CLEANUP)
         _mkfs(root, tmp / "rootfs.img", "msdbench-root", log)
         info = {"base_hash": dest.name.removeprefix("base-"), "kernel_version": kernel_version,
                 "mirror": mirror, "packages": list(GUEST_PACKAGES), "requirements": requirements,
