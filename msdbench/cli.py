@@ -369,25 +369,18 @@ def _clean_ssh_hosts(a) -> None:
         print(f"ssh hosts: not checked ({path}: {str(e).splitlines()[0]})")
         return
 
-    def engine_id(url):
-        engine = docker_image.connect(url, timeout=10)
-        try:
-            return engine.info().get("ID")
-        finally:
-            engine.close()
-
     ssh_hosts = [h for h in hosts.values() if h.kind == "ssh"]
     seen = set()  # engines cleaned already: this machine's own (above), then each host's
     if ssh_hosts:
         try:
-            seen.add(engine_id(a.docker_host))
+            seen.add(docker_image.engine_facts(a.docker_host)["id"])
         except docker_image.DockerUnavailable:
             seen.add(None)
     for h in ssh_hosts:
         h.clean(everything=a.all, dry_run=a.dry_run)
-        url = h.spec.get("docker_host") or h.spec["url"]
+        url = h.docker_url
         try:
-            ident = engine_id(url)
+            ident = docker_image.engine_facts(url)["id"]
         except docker_image.DockerUnavailable as e:
             print(f"{h.where()}: docker: not checked ({e})")
             continue

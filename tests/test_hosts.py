@@ -459,6 +459,36 @@ def test_docker_backend_with_the_ssh_hosts_engine(tmp_path, nothing_left, engine
     assert meta["backend_info"]["engine"]["host"] == url
 
 
+@pytest.mark.docker
+def test_hosts_check_reports_an_ssh_hosts_docker_engine(tmp_path, nothing_left, engine, remote,
+                                                         monkeypatch):
+    """`hosts check` reaches each ssh host's engine as the docker backend would: here that
+    host's engine is this machine's own (said so); an engine that does not answer leaves the host
+    usable (the process backend needs no engine) and its line says what the docker backend lacks."""
+    pytest.importorskip("paramiko", reason="ssh:// needs paramiko: pip install -e '.[docker-ssh]'")
+    import yaml
+
+    _ssh_home(tmp_path, remote, monkeypatch)
+    cfg = tmp_path / "config.yaml"
+    settings = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    settings["hosts"] |= {"far": remote["entry"],
+                          "nodock": remote["entry"] | {"docker_host": "tcp://127.0.0.1:1"}}
+    cfg.write_text(yaml.safe_dump(settings))
+    r = subprocess.run([sys.executable, "-m", "msdbench", "hosts", "check", "--config", str(cfg)],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    lines = r.stdout.splitlines()
+    i = next(i for i, x in enumerate(lines) if x.startswith("far "))
+    version = engine.version()["Version"]
+    assert " ok " in lines[i], out
+    assert f"docker engine {version} at {remote['entry']['url']}" in lines[i + 1], out
+    assert "this machine's own engine" in lines[i + 1], out
+    j = next(i for i, x in enumerate(lines) if x.startswith("nodock "))
+    assert " ok " in lines[j], out
+    assert "docker: not usable" in lines[j + 1] and "tcp://127.0.0.1:1" in lines[j + 1], out
+
+
 # -- the workflow with deployment 5 -------------------------------------------------------------
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ class Away:
         if self.host.kind != "ssh":
             return
         b = self.backend
-        self.docker_host = self.host.spec.get("docker_host") or self.host.spec["url"]
+        self.docker_host = self.host.docker_url
         try:
             self.client = docker_image.connect(self.docker_host)
         except docker_image.DockerUnavailable as e:

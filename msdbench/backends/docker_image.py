@@ -93,6 +93,16 @@ def connect(docker_host: str | None = None, timeout: int = 60):
     return client
 
 
+def engine_facts(docker_host: str | None, timeout: int = 10) -> dict:
+    """{"id", "version"} of the engine at docker_host (None: this machine's default), which tell
+    two URLs of one engine apart from two engines; DockerUnavailable when it cannot be reached."""
+    engine = connect(docker_host, timeout=timeout)
+    try:
+        return {"id": engine.info().get("ID"), "version": engine.version().get("Version")}
+    finally:
+        engine.close()
+
+
 def ensure_image(project_root: Path, docker_host: str | None = None, log: Log = print) -> dict:
     """Build what is missing of the service image for project_root; describe it.
 

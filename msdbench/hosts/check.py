@@ -3,7 +3,8 @@
 Brings each host up and down exactly as a cell would (a netns host creates and removes its
 namespace and link; an ssh host runs the version probe there; a vm host builds its image if
 needed, probes which accelerator works, restores its guest and takes it down), and prints one
-line per host.
+line per host (and a line more about what a host kind brings: an ssh host's Docker Engine, a vm
+host's guest, a netns host's link).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def check_one(name: str, spec: dict) -> dict:
 
             f = facts()
             row |= {"python": f["python"], "msdbench": f["msdbench"]}
+        if host.kind == "ssh":
+            row["docker"] = ssh_docker(host)
         row["ok"] = True
     except (HostError, HostUnavailable) as e:
         row["error"] = str(e)
@@ -39,6 +42,23 @@ def check_one(name: str, spec: dict) -> dict:
         host.down()
         row["down_ms"] = round((time.monotonic() - t1) * 1000, 1)
     return row
+
+
+def ssh_docker(host) -> dict:
+    """The ssh host's Docker Engine as the docker backend would reach it, or why it cannot be.
+    Informational: only the docker backend needs it (a client's container on deployment 5)."""
+    from msdbench.backends import docker_image
+
+    out = {"url": host.docker_url}
+    try:
+        out |= docker_image.engine_facts(host.docker_url)
+    except docker_image.DockerUnavailable as e:
+        return out | {"error": str(e)}
+    try:
+        out["same_engine_as_here"] = docker_image.engine_facts(None)["id"] == out["id"]
+    except docker_image.DockerUnavailable:
+        out["same_engine_as_here"] = None  # no engine here to compare with
+    return out
 
 
 def line(r: dict) -> str:
@@ -54,6 +74,16 @@ def line(r: dict) -> str:
                  f"(up {r['up_ms']} ms, down {r['down_ms']} ms); accelerator {r.get('accel_label')}; "
                  f"KVM here: {'works' if kvm.get('works') else 'no: ' + str(kvm.get('reason'))}; "
                  f"image {vm.get('base_hash')}/{vm.get('image_hash')} (kernel {vm.get('kernel')})")
+    if r["kind"] == "ssh":
+        d = r.get("docker") or {}
+        if d.get("error"):
+            text += (f"\n{'':<19} docker: not usable ({d['error']}): the docker backend cannot "
+                     "put a client there (the process backend can)")
+        else:
+            text += f"\n{'':<19} docker engine {d.get('version')} at {d.get('url')}"
+            if d.get("same_engine_as_here"):
+                text += (" (this machine's own engine: a client container there runs in this "
+                         "machine's network stack, and its packets do not cross the host's link)")
     if r["kind"] == "netns":
         link = r.get("link") or {}
         shaping = link.get("qdisc") and f"{link['qdisc']} rate {link.get('rate')} delay {link.get('delay')}"

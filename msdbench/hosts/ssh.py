@@ -75,6 +75,11 @@ class SshHost(Host):
     def where(self) -> str:
         return f"host {self.name!r} ({self.spec['url']})"
 
+    @property
+    def docker_url(self) -> str:
+        """The host's Docker Engine as the docker backend reaches it: `docker_host`, else the url."""
+        return self.spec.get("docker_host") or self.spec["url"]
+
     def probe(self) -> dict:
         """The host's facts, run there; HostUnavailable / HostError say what is wrong."""
         try:
