@@ -576,7 +576,7 @@ def test_docker_client_container_lives_in_the_hosts_namespace_and_nowhere_else(
     inside); the entry service is published on the link's local end only; what is not published
     is not reachable from the client (Docker's FORWARD policy)."""
     from msdbench.backends.docker import DockerBackend
-    from msdbench.backends.docker import CONTROL_PORT
+    from msdbench.backends.docker_engine import CONTROL_PORT
     from msdbench.backends.docker_hosts import ENTRY_PORT
 
     m = plan(Cell("micro", "linux", "docker", "isolated", 5, 0), MICRO | edge(rate="50mbit"))

@@ -47,17 +47,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import time
-import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-import psutil
-
-from msdbench.backends import docker_hosts, docker_image
+from msdbench.backends import docker_engine, docker_hosts, docker_image
+from msdbench.backends.docker_engine import CONTROL_ACCESS, CONTROL_PORT, display_host, engine_host
 from msdbench.backends.base import Backend, BackendError, DomainHandle
 from msdbench.config import DOCKER_MEMORY
 from msdbench.idl import CONTROL_LINE
@@ -69,7 +66,6 @@ log = logging.getLogger("msdbench.backends.docker")
 LABEL = "msdbench"
 RUN_LABEL = "msdbench.run"
 OWNER_LABEL = "msdbench.owner"
-CONTROL_PORT = 7000                      # inside each container (own network namespace: no clash)
 START_TIMEOUT_S = 60.0
 LAUNCH_THREADS = 4
 STOP_GRACE_S = 3.0
@@ -81,48 +77,10 @@ ENV_MANIFEST = "MSDBENCH_MANIFEST"
 BOOT = ("import os, sys; "
         f"open({MANIFEST_IN_CONTAINER!r}, 'w').write(os.environ.pop({ENV_MANIFEST!r})); "
         "from msdbench.domain import main; sys.exit(main(sys.argv[1:]))")
-CONTROL_ACCESS = ("auto", "ip", "published")
 
 
 def _say(msg: str) -> None:
     print(f"msdbench docker: {msg}", file=sys.stderr, flush=True)
-
-
-# --- where the engine is ---------------------------------------------------------------------
-
-
-def _engine_host(docker_host: str | None) -> str | None:
-    """The engine's host name for tcp:// and ssh:// URLs; None for a local socket."""
-    url = docker_host or os.environ.get("DOCKER_HOST") or ""
-    if not url or url.startswith(("unix://", "npipe://", "fd://")):
-        return None
-    return urllib.parse.urlparse(url).hostname
-
-
-def _is_this_machine(host: str | None) -> bool:
-    if host is None:
-        return True
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return True
-    names = {socket.gethostname(), socket.getfqdn()}
-    if host in names:
-        return True
-    try:
-        mine = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
-        return bool({ai[4][0] for ai in socket.getaddrinfo(host, None)} & mine)
-    except OSError:
-        return False
-
-
-def _control_access(asked: str, docker_host: str | None) -> str:
-    """"ip" or "published" for an engine (see the module doc); "auto" decides by where it is."""
-    if asked != "auto":
-        return asked
-    return "ip" if _is_this_machine(_engine_host(docker_host)) else "published"
-
-
-def _display_host(docker_host: str | None) -> str:
-    return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (default)"
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -152,7 +110,7 @@ class DockerBackend(Backend):
         if access not in CONTROL_ACCESS:
             raise ValueError(f"control_access: {access!r} is not one of {CONTROL_ACCESS}")
         self._access_asked = access
-        self.control_access = _control_access(access, self.docker_host)
+        self.control_access = docker_engine.control_access(access, self.docker_host)
         self._client = None
         self._unavailable: str | None = None
         self.image: dict | None = None
@@ -202,7 +160,7 @@ class DockerBackend(Backend):
                 img = client.images.get(self._image_ref)
             except docker.errors.ImageNotFound:
                 raise BackendError(f"image {self._image_ref!r} is not on the engine at "
-                                   f"{_display_host(docker_host)}") from None
+                                   f"{display_host(docker_host)}") from None
             return {"tag": (img.tags or [self._image_ref])[0], "id": img.id, "given": True}
         try:
             return docker_image.ensure_image(self.project_root, docker_host, log=_say)
@@ -235,7 +193,7 @@ class DockerBackend(Backend):
         if not self.engine:
             v = client.version()
             info = client.info()
-            self.engine = {"host": _display_host(self.docker_host), "version": v.get("Version"),
+            self.engine = {"host": display_host(self.docker_host), "version": v.get("Version"),
                            "api_version": v.get("ApiVersion"), "os": info.get("OperatingSystem"),
                            "kernel": info.get("KernelVersion"), "cgroup": info.get("CgroupVersion"),
                            "storage_driver": info.get("Driver"), "ncpu": info.get("NCPU")}
@@ -260,7 +218,7 @@ class DockerBackend(Backend):
         self._pending = {}
         # Over ssh:// one at a time: each request in flight is an SSH channel, and sshd allows 10 per
         # connection (MaxSessions) by default.
-        threads = 1 if _display_host(self.docker_host).startswith("ssh://") or (
+        threads = 1 if display_host(self.docker_host).startswith("ssh://") or (
             self.away and self.away.host.kind == "ssh") else LAUNCH_THREADS
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="msdbench-launch")
         try:
@@ -296,7 +254,7 @@ class DockerBackend(Backend):
         memory = memory_limit(manifest)
         ports = None
         if self.control_access == "published":
-            bind = "127.0.0.1" if _engine_host(self.docker_host) is None else "0.0.0.0"
+            bind = "127.0.0.1" if engine_host(self.docker_host) is None else "0.0.0.0"
             ports = {f"{CONTROL_PORT}/tcp": (bind, None)}
         # Where it runs: this engine's cell network, by name (the default)...
         image, bind, extra = self.image["id"], name, []
@@ -348,7 +306,7 @@ class DockerBackend(Backend):
                     handle.control_address = f"{ip}:{port}"
                 else:
                     published = net["Ports"][f"{CONTROL_PORT}/tcp"][0]
-                    host = _engine_host(self.docker_host) or "127.0.0.1"
+                    host = engine_host(self.docker_host) or "127.0.0.1"
                     handle.control_address = f"{host}:{published['HostPort']}"
                 if self.away and self.away.entry_domain == domain:
                     self.away.published(name=container.name, ports=net["Ports"])
@@ -415,13 +373,13 @@ class DockerBackend(Backend):
         """NAME:port (the engine's DNS, inside the cell network) -> IP:port from this host."""
         if self.control_access != "ip":
             raise BackendError("the services of a cell on a remote engine are reachable only inside "
-                               f"its network on {_display_host(self.docker_host)}")
+                               f"its network on {display_host(self.docker_host)}")
         return f"{self.containers[h.name]['ip']}:{advertised.rpartition(':')[2]}"
 
     def where(self, h: DomainHandle) -> str:
         if self.away and h.name == self.away.domain:
             return f"container {h.native.name} on {self.away.where()}"
-        return f"container {h.native.name} on {_display_host(self.docker_host)}"
+        return f"container {h.native.name} on {display_host(self.docker_host)}"
 
     def log_tail(self, h: DomainHandle, lines: int = 20) -> str:
         try:
@@ -584,7 +542,7 @@ def clean(docker_host: str | None = None, everything: bool = False, dry_run: boo
     try:
         runs = runs_on_engine(client)
         if not runs:
-            out(f"no msdbench containers, networks or volumes on {_display_host(docker_host)}")
+            out(f"no msdbench containers, networks or volumes on {display_host(docker_host)}")
             return 0
         removed = 0
         for run, r in sorted(runs.items()):

@@ -25,6 +25,7 @@ call crosses the link.
 
 from __future__ import annotations
 
+from msdbench.backends.docker_engine import CONTROL_PORT, control_access, engine_host, is_this_machine
 from msdbench.errors import BackendError
 from msdbench.hosts import HostUnavailable
 
@@ -51,8 +52,6 @@ class Away:
 
     @classmethod
     def of(cls, backend, manifest, hosts) -> "Away | None":
-        from msdbench.backends.docker import _engine_host, _is_this_machine
-
         d = manifest.client_domain()
         if d.host == "local":
             return None
@@ -60,7 +59,7 @@ class Away:
         if host.kind not in KINDS:
             raise BackendError(f"hosts.{host.name}.kind: {host.kind!r}; the docker backend puts "
                                f"the client on a host of kind {' or '.join(KINDS)}")
-        if not _is_this_machine(_engine_host(backend.docker_host)):
+        if not is_this_machine(engine_host(backend.docker_host)):
             raise BackendError(f"docker_host: {backend.docker_host!r}; with the client on another "
                                "host the server side's engine must be this machine's (its ports "
                                "are published on this machine's address facing that host)")
@@ -89,7 +88,6 @@ class Away:
 
     def prepare(self) -> None:
         from msdbench.backends import docker_image
-        from msdbench.backends.docker import _control_access
 
         if self.host.kind != "ssh":
             return
@@ -108,11 +106,10 @@ class Away:
         self.network = f"msdbench-{b.run_id}-{self.host.name}"
         self.client.networks.create(self.network, driver="bridge", check_duplicate=True,
                                     labels=b._labels(**{"msdbench.role": "network"}))
-        self.access = _control_access(b._access_asked, self.docker_host)
+        self.access = control_access(b._access_asked, self.docker_host)
 
     def placement(self, name: str) -> tuple:
         """(engine, image id, bind address, create() keywords) of the client's container."""
-        from msdbench.backends.docker import CONTROL_PORT
 
         if self.host.kind == "netns":
             return (self.client, self.backend.image["id"], self.host.address,
@@ -124,7 +121,6 @@ class Away:
 
     def control(self, container, port: int) -> tuple[str, str]:
         """(its address, where the harness reaches its control port)."""
-        from msdbench.backends.docker import CONTROL_PORT
 
         if self.host.kind == "netns":
             return self.host.address, f"{self.host.address}:{port}"
