@@ -315,78 +315,10 @@ def cmd_throughput_run(a) -> int:
 
 
 def cmd_clean(a) -> int:
-    from msdbench.backends.docker import clean
-    from msdbench.backends.docker_image import DockerUnavailable
-    from msdbench.hosts import netns
-    from msdbench.scratch import sweep
+    from msdbench.clean import clean
 
-    # An engine named with --docker-host is the one thing cleaned: `--all` there must not reach
-    # this machine's live namespaces, guests and rules (another run's, or a benchmark's).
-    if not a.docker_host:
-        if netns.can_manage():  # guests' links first (a VM on an emulated host has them in its netns)
-            from msdbench.hosts import forward
-            from msdbench.vm.clean import clean as clean_vms
-
-            forward.clean(everything=a.all, dry_run=a.dry_run)  # rules naming the links below
-            clean_vms(everything=a.all, dry_run=a.dry_run)
-            netns.clean(everything=a.all, dry_run=a.dry_run)
-        found = sweep(dry_run=a.dry_run)
-        for path in found:
-            print(f"{'would remove' if a.dry_run else 'removed'} {path} (its owner process is gone)")
-        if not found:
-            print("no work directories or sockets of dead msdbench runs in the temp directory")
-    try:
-        clean(a.docker_host, everything=a.all, dry_run=a.dry_run)
-        if a.images:  # every code change builds a new ~250 MB image; nothing else prunes them
-            from msdbench.backends import docker_image
-
-            tags = docker_image.image_tags(docker_image._default_project_root())
-            docker_image.prune_images(a.docker_host, {tags["tag"], tags["base_tag"]}, dry_run=a.dry_run)
-    except DockerUnavailable as e:
-        if a.docker_host or a.images:  # asked for by name: an error
-            print(f"msdbench: error: {e}", file=sys.stderr)
-            return 2
-        print(f"docker: not checked ({e})")
-    if not a.docker_host:
-        _clean_ssh_hosts(a)
-    return 0
-
-
-def _clean_ssh_hosts(a) -> None:
-    """The config's ssh hosts: domains whose harness is gone, and their engines' leftovers."""
-    from msdbench.backends import docker_image
-    from msdbench.backends.docker import clean
-    from msdbench.config import ConfigError, default_config_path, load
-    from msdbench.hosts import make_host
-
-    try:
-        path = a.config or default_config_path()
-    except ConfigError:  # no config here: no ssh hosts to reach
-        return
-    try:
-        hosts = {n: make_host(n, s) for n, s in (load(path).get("hosts") or {}).items()}
-    except Exception as e:  # a config that does not load: say so, clean the rest anyway
-        print(f"ssh hosts: not checked ({path}: {str(e).splitlines()[0]})")
-        return
-
-    ssh_hosts = [h for h in hosts.values() if h.kind == "ssh"]
-    seen = set()  # engines cleaned already: this machine's own (above), then each host's
-    if ssh_hosts:
-        try:
-            seen.add(docker_image.engine_facts(a.docker_host)["id"])
-        except docker_image.DockerUnavailable:
-            seen.add(None)
-    for h in ssh_hosts:
-        h.clean(everything=a.all, dry_run=a.dry_run)
-        url = h.docker_url
-        try:
-            ident = docker_image.engine_facts(url)["id"]
-        except docker_image.DockerUnavailable as e:
-            print(f"{h.where()}: docker: not checked ({e})")
-            continue
-        if ident not in seen:
-            seen.add(ident)
-            clean(url, everything=a.all, dry_run=a.dry_run)
+    return clean(a.docker_host, everything=a.all, dry_run=a.dry_run, images=a.images,
+                 config=a.config)
 
 
 def cmd_hosts(a) -> int:
