@@ -54,8 +54,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from msdbench.backends import docker_engine, docker_hosts, docker_image
-from msdbench.backends.docker_engine import CONTROL_ACCESS, CONTROL_PORT, display_host, engine_host
 from msdbench.backends.base import Backend, BackendError, DomainHandle
+from msdbench.backends.docker_engine import CONTROL_ACCESS, CONTROL_PORT, display_host, engine_host
 from msdbench.config import DOCKER_MEMORY
 from msdbench.idl import CONTROL_LINE
 from msdbench.lifetime import owner_label, owner_label_alive

@@ -27,6 +27,7 @@ def engine_host(docker_host: str | None) -> str | None:
 
 
 def is_this_machine(host: str | None) -> bool:
+    """Whether an engine host name (None: a local socket) is this machine, by name or address."""
     if host is None:
         return True
     if host in ("localhost", "::1") or host.startswith("127."):
@@ -49,4 +50,5 @@ def control_access(asked: str, docker_host: str | None) -> str:
 
 
 def display_host(docker_host: str | None) -> str:
+    """The engine as messages and metadata name it."""
     return docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (default)"

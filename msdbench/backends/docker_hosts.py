@@ -110,7 +110,6 @@ class Away:
 
     def placement(self, name: str) -> tuple:
         """(engine, image id, bind address, create() keywords) of the client's container."""
-
         if self.host.kind == "netns":
             return (self.client, self.backend.image["id"], self.host.address,
                     {"network_mode": f"container:{self.holder.id}"})
@@ -121,7 +120,6 @@ class Away:
 
     def control(self, container, port: int) -> tuple[str, str]:
         """(its address, where the harness reaches its control port)."""
-
         if self.host.kind == "netns":
             return self.host.address, f"{self.host.address}:{port}"
         net = container.attrs["NetworkSettings"]
