@@ -64,12 +64,8 @@ def _ssh_hosts(everything: bool, dry_run: bool, config: str | None) -> None:
         return
 
     ssh_hosts = [h for h in hosts.values() if h.kind == "ssh"]
-    seen = set()  # engines cleaned already: this machine's own (above), then each host's
-    if ssh_hosts:
-        try:
-            seen.add(docker_image.engine_facts(None)["id"])
-        except docker_image.DockerUnavailable:
-            seen.add(None)
+    # engines cleaned already: this machine's own (above), then each host's
+    seen = {docker_image.engine_id()} if ssh_hosts else set()
     for h in ssh_hosts:
         h.clean(everything=everything, dry_run=dry_run)
         url = h.docker_url

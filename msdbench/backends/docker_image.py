@@ -98,9 +98,19 @@ def engine_facts(docker_host: str | None, timeout: int = 10) -> dict:
     two URLs of one engine apart from two engines; DockerUnavailable when it cannot be reached."""
     engine = connect(docker_host, timeout=timeout)
     try:
-        return {"id": engine.info().get("ID"), "version": engine.version().get("Version")}
+        info = engine.info()  # one request: each is an SSH login with MSDBENCH_DOCKER_SSH=openssh
     finally:
         engine.close()
+    return {"id": info.get("ID"), "version": info.get("ServerVersion")}
+
+
+def engine_id(docker_host: str | None = None) -> str | None:
+    """The ID of the engine at docker_host (None: this machine's default), or None when it cannot
+    be reached."""
+    try:
+        return engine_facts(docker_host)["id"]
+    except DockerUnavailable:
+        return None
 
 
 def ensure_image(project_root: Path, docker_host: str | None = None, log: Log = print) -> dict:

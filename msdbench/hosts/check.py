@@ -14,7 +14,9 @@ import time
 from msdbench.hosts import HostError, HostUnavailable, make_host
 
 
-def check_one(name: str, spec: dict) -> dict:
+def check_one(name: str, spec: dict, engine_here: str | None = None) -> dict:
+    """One host's row; engine_here: this machine's Docker Engine ID (None: none answers), which
+    an ssh host's engine is compared with."""
     row = {"host": name, "kind": (spec or {}).get("kind", "local"), "ok": False}
     try:
         host = make_host(name, spec)
@@ -33,7 +35,7 @@ def check_one(name: str, spec: dict) -> dict:
             f = facts()
             row |= {"python": f["python"], "msdbench": f["msdbench"]}
         if host.kind == "ssh":
-            row["docker"] = ssh_docker(host)
+            row["docker"] = ssh_docker(host, engine_here)
         row["ok"] = True
     except (HostError, HostUnavailable) as e:
         row["error"] = str(e)
@@ -44,7 +46,7 @@ def check_one(name: str, spec: dict) -> dict:
     return row
 
 
-def ssh_docker(host) -> dict:
+def ssh_docker(host, engine_here: str | None) -> dict:
     """The ssh host's Docker Engine as the docker backend would reach it, or why it cannot be.
     Informational: only the docker backend needs it (a client's container on deployment 5)."""
     from msdbench.backends import docker_image
@@ -54,10 +56,8 @@ def ssh_docker(host) -> dict:
         out |= docker_image.engine_facts(host.docker_url)
     except docker_image.DockerUnavailable as e:
         return out | {"error": str(e)}
-    try:
-        out["same_engine_as_here"] = docker_image.engine_facts(None)["id"] == out["id"]
-    except docker_image.DockerUnavailable:
-        out["same_engine_as_here"] = None  # no engine here to compare with
+    # None: no engine here to compare with
+    out["same_engine_as_here"] = engine_here == out["id"] if engine_here else None
     return out
 
 
@@ -102,7 +102,12 @@ def main(config: dict, say=print) -> int:
         if isinstance(spec, dict) and spec.get("kind") == "vm" and spec.get("on", "local") in hosts \
                 and spec.get("on", "local") != "local":
             spec["on_host"] = hosts[spec["on"]]
-    rows = [check_one(name, spec) for name, spec in hosts.items()]
+    engine_here = None
+    if any(isinstance(s, dict) and s.get("kind") == "ssh" for s in hosts.values()):
+        from msdbench.backends import docker_image
+
+        engine_here = docker_image.engine_id()  # once, for every ssh host's comparison
+    rows = [check_one(name, spec, engine_here) for name, spec in hosts.items()]
     for r in rows:
         say(line(r))
     return 0 if all(r["ok"] for r in rows) else 1
