@@ -25,7 +25,8 @@ call crosses the link.
 
 from __future__ import annotations
 
-from msdbench.backends.docker_engine import CONTROL_PORT, control_access, engine_host, is_this_machine
+from msdbench.backends.docker_engine import (CONTROL_PORT, control_access, engine_host,
+                                             is_this_machine)
 from msdbench.errors import BackendError
 from msdbench.hosts import HostUnavailable
 
