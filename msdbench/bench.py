@@ -92,14 +92,15 @@ def serve(cpu: int | None, tcp_only: bool) -> None:
 
 def _codec():
     """msdbench.transports.codec, or a stand-in saying "not compiled" when this file benches an
-    older tree that has none (PYTHONPATH=OLD python msdbench/bench.py: before/after)."""
+    older tree that has none, or one from before the compiled path (PYTHONPATH=OLD python
+    msdbench/bench.py: before/after)."""
+    import types
+
     try:
         from msdbench.transports import codec
     except ImportError:
-        import types
-
         return types.SimpleNamespace(COMPILED=False)
-    return codec
+    return codec if hasattr(codec, "COMPILED") else types.SimpleNamespace(COMPILED=False)
 
 
 class Each(list):
