@@ -29,6 +29,10 @@ Ratios: every path / c-echo of the same size (BEPS / c-echo at 0 B), and / thrif
 beside the latter, c-chain / c-echo: how much of that budget the route's kernel work alone takes.
 The servers run pinned to --server-cpu (default: --cpu, the cells' default same-core pinning);
 the calling thread is pinned to --cpu. `--json FILE` also writes the rows.
+
+Before/after: `cd OLD && PYTHONPATH=OLD python NEW/msdbench/bench.py` benches the tree OLD with
+this file. Run it from OLD: the BEPS domains start as `python -m msdbench.domain`, which imports
+msdbench from the working directory before PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -92,8 +96,7 @@ def serve(cpu: int | None, tcp_only: bool) -> None:
 
 def _codec():
     """msdbench.transports.codec, or a stand-in saying "not compiled" when this file benches an
-    older tree that has none, or one from before the compiled path (PYTHONPATH=OLD python
-    msdbench/bench.py: before/after)."""
+    older tree that has none, or one from before the compiled path (before/after: module doc)."""
     import types
 
     try:
